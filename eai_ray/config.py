@@ -1,0 +1,451 @@
+"""Pipeline configuration: one YAML file parsed into validated pydantic models.
+
+Every model forbids unknown keys. Errors name the file, the field path and what
+was expected. Secrets are references (``${ENV_VAR}`` or ``file:/path``), never
+literal values in the YAML, and are masked in every repr.
+
+Example::
+
+    from eai_ray.config import load_pipeline
+    cfg = load_pipeline("configs/demo.yaml")
+    cfg.sources[0].name
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from eai_ray.errors import ConfigError, SecretError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Action = Literal["warn", "quarantine", "fail"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- secrets
+class SecretRef(str):
+    """A reference to a secret: ``${ENV_VAR}`` or ``file:/path/to/secret``.
+
+    ``resolve()`` reads the value at connection time; the reference itself is
+    all that is stored, logged or written to the catalog.
+    """
+
+    def resolve(self) -> str:
+        ref = str(self)
+        if ref.startswith("file:"):
+            path = Path(ref[5:]).expanduser()
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise SecretError(f"cannot read secret file {path}: {exc.strerror}",
+                                  expected="a readable file holding the secret") from None
+        m = _ENV_REF.fullmatch(ref)
+        if not m:
+            raise SecretError(f"'{_mask(ref)}' is not a secret reference",
+                              expected="${ENV_VAR} or file:/path")
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise SecretError(f"environment variable {m.group(1)} is not set",
+                              expected=f"export {m.group(1)}=... before running")
+        return value
+
+    def __repr__(self) -> str:
+        return f"SecretRef({str(self)!r})"
+
+
+def _mask(value: str) -> str:
+    return "*" * min(len(value), 8)
+
+
+def _secret(value: Any) -> SecretRef | None:
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    value = str(value)
+    if value.startswith("file:") or _ENV_REF.fullmatch(value):
+        return SecretRef(value)
+    raise ValueError("secrets must be references, not literal values: "
+                     "write ${ENV_VAR} (or ${ENV_VAR:-default}) or file:/path/to/secret")
+
+
+Secret = Annotated[Any, Field(default=None)]
+
+
+# --------------------------------------------------------------------------- sources
+class Pagination(Model):
+    type: Literal["none", "page", "offset", "cursor", "link"] = "none"
+    page_param: str = "page"
+    size_param: str | None = None
+    page_size: int | None = Field(default=None, gt=0)
+    start_page: int = 1
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    cursor_param: str = "cursor"
+    cursor_path: str | None = Field(default=None, description="dotted path of the next cursor in the response")
+    total_path: str | None = None
+    max_pages: int | None = Field(default=None, gt=0)
+
+
+class RestAuth(Model):
+    type: Literal["none", "bearer", "basic", "header"] = "none"
+    token: Secret = None
+    username: str | None = None
+    password: Secret = None
+    header_name: str = "X-API-Key"
+
+    @field_validator("token", "password", mode="before")
+    @classmethod
+    def _check_secret(cls, v):
+        return _secret(v)
+
+
+class Incremental(Model):
+    cursor: str = Field(description="column or record field that only grows (updated_at, id)")
+    initial: Any = None
+    param: str | None = Field(default=None, description="REST: query parameter that receives the last cursor value")
+
+
+class DbTable(Model):
+    name: str = Field(description="resource name, used for bronze/<source>_<name>")
+    table: str | None = None
+    query: str | None = None
+    primary_key: list[str] = Field(default_factory=list)
+    incremental: Incremental | None = None
+    partition_column: str | None = None
+    partitions: int = Field(default=0, ge=0, description="0 = one per CPU when the table is large")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if not self.table and not self.query:
+            self.table = self.name
+        if self.table and self.query:
+            raise ValueError("give either 'table' or 'query', not both")
+        return self
+
+
+class FileResource(Model):
+    name: str
+    pattern: str = Field(description="glob relative to the source path, e.g. 'orders/*.csv'")
+    format: Literal["auto", "csv", "json", "jsonl", "parquet"] = "auto"
+    primary_key: list[str] = Field(default_factory=list)
+    incremental: Incremental | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+
+class RestResource(Model):
+    name: str
+    path: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    records_path: str | None = Field(default=None, description="dotted path to the list of records, e.g. 'data.items'")
+    pagination: Pagination = Field(default_factory=Pagination)
+    primary_key: list[str] = Field(default_factory=list)
+    incremental: Incremental | None = None
+
+
+class _DbSource(Model):
+    name: str
+    host: str = "127.0.0.1"
+    port: int | None = None
+    database: str
+    user: str | None = None
+    password: Secret = None
+    connect_timeout: float = 10.0
+    tables: list[DbTable] = Field(min_length=1)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _check_secret(cls, v):
+        return _secret(v)
+
+
+class PostgresSource(_DbSource):
+    kind: Literal["postgres"]
+    schema_: str = Field(default="public", alias="schema")
+    sslmode: str | None = None
+
+
+class MySQLSource(_DbSource):
+    kind: Literal["mysql", "mariadb"]
+
+
+class SQLiteSource(Model):
+    kind: Literal["sqlite"]
+    name: str
+    path: str
+    tables: list[DbTable] = Field(min_length=1)
+
+
+class FileSource(Model):
+    kind: Literal["files"]
+    name: str
+    path: str = Field(description="local folder or fsspec URI such as s3://bucket/prefix")
+    resources: list[FileResource] = Field(min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RestSource(Model):
+    kind: Literal["rest"]
+    name: str
+    base_url: str
+    auth: RestAuth = Field(default_factory=RestAuth)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    rate_limit: float | None = Field(default=None, gt=0, description="requests per second, client side")
+    resources: list[RestResource] = Field(min_length=1)
+
+
+SourceConfig = Annotated[
+    Union[PostgresSource, MySQLSource, SQLiteSource, FileSource, RestSource],
+    Field(discriminator="kind"),
+]
+
+
+def resources_of(source) -> list:
+    return list(getattr(source, "tables", None) or getattr(source, "resources", None) or [])
+
+
+# --------------------------------------------------------------------------- silver / gold
+_TYPE_RE = re.compile(
+    r"^(int8|int16|int32|int64|int|bigint|float|float32|float64|double|bool|boolean|string|text|"
+    r"date|timestamp|timestamptz|uuid|json|decimal\(\s*\d+\s*,\s*\d+\s*\))$"
+)
+
+
+class ColumnSpec(Model):
+    type: str
+    nullable: bool = True
+    source: str | None = Field(default=None, description="source column name when it differs")
+    description: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _TYPE_RE.match(v):
+            raise ValueError(
+                f"unknown type '{v}'; use one of int32, int64, float64, decimal(p,s), bool, string, "
+                "date, timestamp, timestamptz, uuid, json")
+        return v
+
+
+class Rule(Model):
+    name: str | None = None
+    column: str | None = None
+    action: Action = "quarantine"
+    not_null: bool | None = None
+    regex: str | None = None
+    min: float | None = None
+    max: float | None = None
+    accepted_values: list[Any] | None = None
+    expression: str | None = Field(default=None, description="SQL boolean expression over the row, e.g. 'qty > 0'")
+    references: str | None = Field(default=None, description="'<silver table>.<column>' that must contain the value")
+
+    @model_validator(mode="after")
+    def _one_check(self):
+        checks = [c for c in ("not_null", "regex", "accepted_values", "expression", "references")
+                  if getattr(self, c) not in (None, False)]
+        if self.min is not None or self.max is not None:
+            checks.append("range")
+        if len(checks) != 1:
+            raise ValueError("a rule needs exactly one check: not_null, regex, min/max, "
+                             f"accepted_values, expression or references (got {checks or 'none'})")
+        if checks[0] != "expression" and not self.column:
+            raise ValueError(f"rule '{checks[0]}' needs 'column'")
+        if checks[0] == "regex":
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        if not self.name:
+            self.name = f"{self.column or 'row'}_{checks[0]}"
+        return self
+
+    @property
+    def check(self) -> str:
+        for c in ("not_null", "regex", "accepted_values", "expression", "references"):
+            if getattr(self, c) not in (None, False):
+                return c
+        return "range"
+
+
+class Freshness(Model):
+    column: str
+    max_age_hours: float = Field(gt=0)
+
+
+class SilverTable(Model):
+    name: str
+    source: str = Field(description="'<source name>.<resource name>'")
+    primary_key: list[str] = Field(default_factory=list)
+    sequence_by: str | None = Field(default=None, description="column ordering versions of a key: latest wins")
+    columns: dict[str, ColumnSpec] | None = Field(default=None, description="target schema; discovered when omitted")
+    rules: list[Rule] = Field(default_factory=list)
+    freshness: Freshness | None = None
+    on_removed_column: Literal["fill_null", "fail"] = "fill_null"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v.count(".") != 1:
+            raise ValueError("write '<source name>.<resource name>', e.g. 'shop.customers'")
+        return v
+
+
+class GoldModel(Model):
+    name: str
+    sql: str
+    description: str | None = None
+
+
+# --------------------------------------------------------------------------- runtime
+class CatalogConfig(Model):
+    name: str = "eai"
+    type: Literal["sql", "rest"] = "sql"
+    uri: str | None = Field(default=None, description="SQLAlchemy URI (sql) or REST URL; default sqlite in state_dir")
+    warehouse: str | None = Field(default=None, description="folder or object-store URI; default state_dir/warehouse")
+    properties: dict[str, str] = Field(default_factory=dict)
+
+
+class RayConfig(Model):
+    address: str | None = Field(default=None, description="None: RAY_ADDRESS or a new local Ray")
+    namespace: str = "eai"
+    num_cpus: int | None = None
+
+
+class PipelineConfig(Model):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    state_dir: str = ".eai"
+    metadata_uri: str | None = Field(default=None, description="SQLAlchemy URI of the metadata catalog")
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    sources: list[SourceConfig] = Field(min_length=1)
+    silver: list[SilverTable] = Field(default_factory=list)
+    gold: list[GoldModel] = Field(default_factory=list)
+    batch_rows: int = Field(default=250_000, gt=0, description="rows per extracted batch")
+
+    source_file: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_refs(self):
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate source names: {sorted(dup)}")
+        known = {f"{s.name}.{r.name}" for s in self.sources for r in resources_of(s)}
+        for i, t in enumerate(self.silver):
+            if t.source not in known:
+                raise ValueError(f"silver[{i}].source '{t.source}' matches no source resource; "
+                                 f"known: {sorted(known)}")
+        return self
+
+    # paths resolve against the YAML file's folder so `eai run` works from anywhere
+    def path(self, p: str) -> str:
+        if "://" in p or os.path.isabs(p) or not self.source_file:
+            return p
+        return str((Path(self.source_file).parent / p).resolve())
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.path(self.state_dir))
+
+    def source(self, name: str):
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def silver_for(self, source: str, resource: str) -> SilverTable | None:
+        for t in self.silver:
+            if t.source == f"{source}.{resource}":
+                return t
+        return None
+
+
+# --------------------------------------------------------------------------- loading
+def _interpolate(node: Any, secret_keys=("password", "token")) -> Any:
+    """Expand ${VAR} in plain strings; secret fields keep their reference."""
+    if isinstance(node, dict):
+        return {k: (v if k in secret_keys else _interpolate(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v) for v in node]
+    if isinstance(node, str) and "${" in node:
+        def sub(m):
+            val = os.environ.get(m.group(1), m.group(2))
+            if val is None:
+                raise ConfigError(f"environment variable {m.group(1)} is not set",
+                                  expected=f"export {m.group(1)}=...")
+            return val
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("postgres", "mysql", "mariadb", "sqlite", "files", "rest"):
+            continue  # discriminator tag pydantic inserts into the path
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
+    """Validate an already-loaded mapping; errors name file, field and expectation."""
+    if not isinstance(data, dict):
+        raise ConfigError("the pipeline must be a YAML mapping", file=file,
+                          expected="keys such as name, sources, silver, gold")
+    try:
+        data = _interpolate(data)
+        cfg = PipelineConfig.model_validate({**data, "source_file": None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = len(exc.errors()) - 1
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{err['loc'][-1]}'; remove it or check its spelling"
+            loc = err["loc"][:-1]
+        else:
+            loc = err["loc"]
+        if err["type"] == "missing":
+            msg = "is required"
+        if "input" in err and err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], (dict, list)):
+            shown = err["input"] if not any(k in str(loc) for k in ("password", "token")) else "***"
+            msg += f" (got {shown!r})"
+        if more:
+            msg += f"; and {more} more problem{'s' if more > 1 else ''}"
+        raise ConfigError(msg, file=file, field=_field_path(loc)) from None
+    cfg.source_file = file if file != "<pipeline>" else None
+    return cfg
+
+
+def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
+    """Read and validate a pipeline YAML file."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=path, expected="a path to a pipeline YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file: {exc}", file=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=path) from None
+    return parse_pipeline(data, file=os.path.abspath(path))
