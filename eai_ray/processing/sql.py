@@ -1,0 +1,169 @@
+"""SQL over the lakehouse: validation with sqlglot, column lineage, and read-only execution on DuckDB.
+
+Every SQL text that eai-ray runs (gold models now, NL-to-SQL later) goes through
+``validate_select`` first: exactly one read-only SELECT over known tables and columns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.optimizer.qualify import qualify
+
+from eai_ray.errors import SqlValidationError
+
+DIALECT = "duckdb"
+_WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Create, exp.Alter, exp.Merge,
+                exp.Command, exp.Copy, exp.Set, exp.Pragma, exp.TruncateTable, exp.Attach if hasattr(exp, "Attach") else exp.Command)
+_SYSTEM_SCHEMAS = {"information_schema", "pg_catalog", "sqlite_master", "duckdb_tables", "system", "temp", "main"}
+
+
+@dataclass
+class ValidatedQuery:
+    sql: str  # normalised, DuckDB dialect
+    tables: list[str]  # fully qualified: "silver.orders"
+    columns: list[str]  # output column names
+    expression: exp.Expression
+
+
+def table_name(t: exp.Table, default_ns: str = "silver") -> str:
+    return f"{t.db or default_ns}.{t.name}"
+
+
+def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: str = "silver",
+                    limit: int | None = None) -> ValidatedQuery:
+    """Parse and check one read-only SELECT whose tables and columns all exist in `schema`.
+
+    `schema` maps "ns.table" -> {column: type}. Raises SqlValidationError naming the problem.
+
+    Example::
+
+        validate_select("SELECT id FROM silver.t", {"silver.t": {"id": "BIGINT"}})
+    """
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+    except ParseError as exc:
+        raise SqlValidationError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise SqlValidationError(f"expected exactly one statement, got {len(statements)}")
+    tree = statements[0]
+    if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)) and not (
+            isinstance(tree, exp.Subquery)):
+        raise SqlValidationError(f"only SELECT queries are allowed, got {tree.key.upper()}")
+    for node in tree.walk():
+        if isinstance(node, _WRITE_NODES):
+            raise SqlValidationError(f"statement contains a forbidden {node.key.upper()} clause")
+        if isinstance(node, exp.Into):
+            raise SqlValidationError("SELECT ... INTO is not allowed")
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    tables: list[str] = []
+    for t in tree.find_all(exp.Table):
+        if not t.db and t.name in ctes:
+            continue
+        if (t.db or "").lower() in _SYSTEM_SCHEMAS or (t.catalog or ""):
+            raise SqlValidationError(f"table {t.sql()} is not allowed: only lakehouse tables can be read")
+        if isinstance(t.this, exp.Anonymous) or t.args.get("this") is None or not t.name:
+            raise SqlValidationError(f"table function {t.sql()} is not allowed")
+        full = table_name(t, default_ns)
+        if full not in schema:
+            raise SqlValidationError(f"unknown table {full}; known tables: {', '.join(sorted(schema)) or 'none'}")
+        tables.append(full)
+    for fn in tree.find_all(exp.Anonymous):
+        if fn.name.lower().startswith(("read_", "pg_", "duckdb_", "sqlite_", "glob", "getenv", "current_setting")):
+            raise SqlValidationError(f"function {fn.name} is not allowed")
+    for fn in tree.find_all(exp.ReadCSV) if hasattr(exp, "ReadCSV") else []:
+        raise SqlValidationError("reading files is not allowed")
+    nested = _nested_schema(schema, default_ns)
+    try:
+        qualified = qualify(tree.copy(), schema=nested, dialect=DIALECT, db=default_ns,
+                            validate_qualify_columns=True, identify=False)
+    except OptimizeError as exc:
+        raise SqlValidationError(f"unknown column or ambiguous reference: {exc}") from None
+    if limit is not None and isinstance(qualified, exp.Select):
+        cur = qualified.args.get("limit")
+        cur_n = int(cur.expression.name) if cur is not None and cur.expression.is_int else None
+        if cur_n is None or cur_n > limit:
+            qualified = qualified.limit(limit)
+    columns = [s.alias_or_name for s in qualified.selects] if hasattr(qualified, "selects") else []
+    return ValidatedQuery(sql=qualified.sql(dialect=DIALECT), tables=sorted(set(tables)), columns=columns,
+                          expression=qualified)
+
+
+def _nested_schema(schema: dict[str, dict[str, str]], default_ns: str) -> dict:
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for full, cols in schema.items():
+        ns, name = full.split(".", 1) if "." in full else (default_ns, full)
+        out.setdefault(ns, {})[name] = cols
+    return out
+
+
+def referenced_tables(sql: str, default_ns: str = "silver") -> list[str]:
+    """Tables a SQL text reads (CTE names excluded), for DAG ordering before validation."""
+    try:
+        tree = sqlglot.parse_one(sql, read=DIALECT)
+    except ParseError as exc:
+        raise SqlValidationError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    return sorted({table_name(t, default_ns) for t in tree.find_all(exp.Table) if t.name and not (not t.db and t.name in ctes)})
+
+
+def column_lineage(query: ValidatedQuery, schema: dict[str, dict[str, str]],
+                   default_ns: str = "silver") -> list[tuple[str, str, str]]:
+    """(source table, source column, output column) for every output column of a validated query."""
+    from sqlglot.lineage import lineage
+
+    nested = _nested_schema(schema, default_ns)
+    edges: list[tuple[str, str, str]] = []
+    for col in query.columns:
+        try:
+            node = lineage(col, query.expression, schema=nested, dialect=DIALECT)
+        except Exception:  # sqlglot cannot trace some constructs (e.g. star over a join): skip that column
+            continue
+        for leaf in node.walk():
+            if leaf.downstream:
+                continue
+            src = leaf.expression
+            if isinstance(src, exp.Table):
+                tname = table_name(src, default_ns)
+                cname = leaf.name.split(".")[-1]
+                if tname in schema and cname in schema[tname]:
+                    edges.append((tname, cname, col))
+    return list(dict.fromkeys(edges))
+
+
+def arrow_schema_as_sql(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
+def run_select(query: ValidatedQuery, tables: dict[str, pa.Table]) -> pa.Table:
+    """Execute a validated query on DuckDB over in-memory Arrow tables (read-only, no file access)."""
+    import duckdb
+
+    con = duckdb.connect(config={"enable_external_access": False} if _supports_external_flag() else {})
+    try:
+        for full, data in tables.items():
+            ns, name = full.split(".", 1)
+            reg = f"__eai_{ns}_{name}"
+            con.register(reg, data)
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
+            con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{name}" AS SELECT * FROM "{reg}"')
+        res = con.execute(query.sql)
+        out = res.fetch_arrow_table() if hasattr(res, "fetch_arrow_table") else res.arrow()
+        return out if isinstance(out, pa.Table) else out.read_all()
+    except duckdb.Error as exc:
+        raise SqlValidationError(f"query failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+def _supports_external_flag() -> bool:
+    return True
+
+
+def dependencies(models: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """{model: [tables it reads]} for (name, sql) pairs."""
+    return {name: referenced_tables(sql) for name, sql in models}
