@@ -334,6 +334,8 @@ class PipelineConfig(Model):
     silver: list[SilverTable] = Field(default_factory=list)
     gold: list[GoldModel] = Field(default_factory=list)
     batch_rows: int = Field(default=250_000, gt=0, description="rows per extracted batch")
+    auto_silver: bool = Field(default=True, description="give resources without a silver entry a silver table "
+                                                        "with the discovered schema")
 
     source_file: str | None = Field(default=None, exclude=True)
 

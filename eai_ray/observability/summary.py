@@ -1,0 +1,45 @@
+"""The end-of-run summary: rows per layer, quarantine reasons, quality, reconciliation."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def render_summary(d: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"run {d['run_id']} of {d['pipeline']}: {d['status'].upper()} in {d['seconds']:.1f}s "
+                    f"({d['executor']})")
+    for c in ("source", "bronze rows", "silver table", "silver in", "inserted", "updated", "quarantined",
+              "duplicates", "quality", "reconciled", "status"):
+        t.add_column(c, justify="left" if c in ("source", "silver table", "status") else "right")
+    for r in d["tables"]:
+        q = r.get("quality") or {}
+        status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']['type']}"
+        t.add_row(r["source"], f"{r['bronze_rows']:,}", r.get("silver") or "-", f"{r['silver_in']:,}",
+                  f"{r['inserted']:,}", f"{r['updated']:,}", f"{r['quarantined']:,}",
+                  f"{r['duplicates'] + r['stale']:,}", f"{q['overall']:.2f}" if "overall" in q else "-",
+                  "yes" if r["reconciled"] else "[red]NO", status)
+    console.print(t)
+    reasons = [(r["silver"], rule, n) for r in d["tables"] for rule, n in (r.get("quarantine_reasons") or {}).items()]
+    if reasons:
+        q = Table(title="quarantined rows by reason (see `eai show quarantine.<table>`)")
+        for c in ("table", "rule", "rows"):
+            q.add_column(c, justify="right" if c == "rows" else "left")
+        for table, rule, n in sorted(reasons):
+            q.add_row(table.replace("silver.", "quarantine."), rule, f"{n:,}")
+        console.print(q)
+    changes = [(r["source"], c) for r in d["tables"] for c in r.get("schema_changes") or []]
+    for source, c in changes:
+        console.print(f"[yellow]schema change[/yellow] {c.get('table', source)}: {c['kind']} column {c['column']}"
+                      + (f" ({c.get('old')} -> {c.get('new')})" if c.get("old") or c.get("new") else ""))
+    for r in d["tables"]:
+        if r.get("error"):
+            console.print(f"[red]{r['source']}[/red]: {r['error']['type']}: {r['error']['message']}")
+    if d.get("gold"):
+        g = Table(title="gold models")
+        for c in ("model", "rows", "inputs", "status"):
+            g.add_column(c)
+        for m in d["gold"]:
+            g.add_row(m["name"], f"{m.get('rows', 0):,}", ", ".join(m.get("inputs", [])),
+                      m["status"] if m["status"] == "ok" else f"failed: {m['error']['message']}")
+        console.print(g)

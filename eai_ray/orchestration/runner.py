@@ -1,0 +1,524 @@
+"""The batch pipeline: sources -> bronze -> silver (+ quarantine) -> gold, one run at a time.
+
+Crash safety without a separate state store:
+- a resource's extraction commits ONE bronze snapshot whose summary holds the checkpoint
+  (``eai.checkpoint``) and a load id; rows carry ``_eai_load_id``;
+- silver consumes bronze loads after the one recorded in its own last snapshot
+  (``eai.bronze_load_id``), so a re-run after a crash picks up exactly what is not in silver yet;
+- quarantine is committed before silver with the same load id, and skipped when already there;
+- gold is recomputed from silver (idempotent).
+A failing table stops alone (typed error in the summary); the others go on.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import GreaterThan
+
+from eai_ray.config import PipelineConfig, SilverTable, resources_of
+from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
+from eai_ray.ingestion.base import DiscoveredSchema, merge_checkpoints
+from eai_ray.observability import metrics
+from eai_ray.observability.progress import Progress
+from eai_ray.orchestration.dag import gold_order
+from eai_ray.orchestration.executor import Executor
+from eai_ray.processing import quality as qengine
+from eai_ray.processing.dedup import latest_per_key
+from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, transform
+from eai_ray.processing.sql import column_lineage, run_select, validate_select
+from eai_ray.processing.types import make_iceberg_safe
+from eai_ray.storage import tables as T
+from eai_ray.storage.catalog import open_catalog
+from eai_ray.storage.metadata import MetadataStore
+
+log = logging.getLogger(__name__)
+
+LOAD_ID = "_eai_load_id"
+BRONZE_META = ("_eai_source", "_eai_run_id", "_eai_ingested_at", LOAD_ID)
+SILVER_CHUNK_ROWS = 500_000
+TRANSIENT_RETRIES = 3
+
+
+@dataclass
+class TableReport:
+    source: str
+    bronze: str
+    silver: str | None = None
+    rows_read: int = 0
+    bronze_rows: int = 0
+    silver_in: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+    retries: int = 0
+    seconds: float = 0.0
+    status: str = "ok"
+    error: dict[str, Any] | None = None
+
+    @property
+    def accepted(self) -> int:
+        return self.inserted + self.updated
+
+    @property
+    def reconciled(self) -> bool:
+        """Every row consumed by silver is accounted for: accepted + quarantined + duplicates."""
+        return self.silver is None or self.silver_in == self.accepted + self.quarantined + self.duplicates + self.stale
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.update(accepted=self.accepted, reconciled=self.reconciled)
+        return d
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    pipeline: str
+    status: str
+    started_at: str
+    seconds: float
+    tables: list[TableReport]
+    gold: list[dict[str, Any]]
+    executor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                "started_at": self.started_at, "seconds": round(self.seconds, 3), "executor": self.executor,
+                "tables": [t.to_dict() for t in self.tables], "gold": self.gold}
+
+
+def bronze_name(source: str, resource: str) -> str:
+    return f"bronze.{source}_{resource}"
+
+
+def default_silver(source, resource) -> SilverTable:
+    """Silver with the discovered schema and the source's key, for resources the YAML leaves implicit."""
+    return SilverTable(name=f"{source.name}_{resource.name}", source=f"{source.name}.{resource.name}",
+                       primary_key=list(resource.primary_key))
+
+
+def add_bronze_meta(table: pa.Table, *, source: str, run_id: str, load_id: int, now: dt.datetime) -> pa.Table:
+    """Append ingestion metadata; constants are dictionary-encoded then cast (no Python per row)."""
+    import numpy as np
+
+    n = table.num_rows
+    zeros = pa.array(np.zeros(n, dtype=np.int32))
+
+    def const_str(v: str) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(zeros, pa.array([v])).cast(pa.string())
+
+    table = make_iceberg_safe(table)
+    return (table.append_column("_eai_source", const_str(source))
+                 .append_column("_eai_run_id", const_str(run_id))
+                 .append_column("_eai_ingested_at", pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
+                                                              pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")))
+                 .append_column(LOAD_ID, pa.array(np.full(n, load_id, dtype=np.int64))))
+
+
+def extract_partition(cfg: PipelineConfig, source_name: str, resource: str, partition, checkpoint,
+                      bronze: str, run_id: str, load_id: int, now: dt.datetime, batch_rows: int):
+    """One parallel read: source partition -> bronze Parquet data files (not committed)."""
+    from eai_ray.ingestion.registry import connector_for
+
+    catalog = open_catalog(cfg)
+    tbl = catalog.load_table(bronze)
+    conn = connector_for(cfg.source(source_name))
+    files, rows, ckpt = [], 0, None
+    try:
+        for batch in conn.read(resource, checkpoint=checkpoint, partition=partition, batch_rows=batch_rows):
+            if batch.table.num_rows:
+                data = add_bronze_meta(batch.table, source=f"{source_name}.{resource}", run_id=run_id,
+                                       load_id=load_id, now=now)
+                files.extend(T.write_data_files(tbl, data))
+                rows += batch.table.num_rows
+            ckpt = merge_checkpoints(ckpt, batch.checkpoint)
+    finally:
+        conn.close()
+    return files, rows, ckpt
+
+
+def silver_chunk(bronze_chunk: pa.Table, spec: SilverTable, source_types: dict, run_id: str, source: str,
+                 references: dict) -> SilverResult:
+    return transform(bronze_chunk, spec, source_types=source_types, run_id=run_id, source=source,
+                     references=references)
+
+
+class PipelineRunner:
+    """Runs one pipeline config once.
+
+    Example::
+
+        summary = PipelineRunner(load_pipeline("configs/demo.yaml"), executor=LocalExecutor()).run()
+    """
+
+    def __init__(self, cfg: PipelineConfig, *, executor: Executor, progress: Progress | None = None,
+                 run_id: str | None = None, clock=None) -> None:
+        self.cfg = cfg
+        self.executor = executor
+        self.progress = progress or Progress(enabled=False)
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.run_id = run_id or f"{self.clock():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        self.catalog = open_catalog(cfg)
+        self.store = MetadataStore.for_pipeline(cfg)
+
+    # ------------------------------------------------------------------ run
+    def run(self, *, only: list[str] | None = None) -> RunSummary:
+        t0 = time.perf_counter()
+        started = self.clock()
+        self.store.start_run(self.run_id, self.cfg.name)
+        reports: list[TableReport] = []
+        gold_reports: list[dict[str, Any]] = []
+        status = "failed"
+        try:
+            work = [(s, r) for s in self.cfg.sources for r in resources_of(s)
+                    if not only or s.name in only or f"{s.name}.{r.name}" in only]
+            with self.progress:
+                silver_jobs = []
+                for source, resource in work:
+                    rep = TableReport(source=f"{source.name}.{resource.name}",
+                                      bronze=bronze_name(source.name, resource.name))
+                    reports.append(rep)
+                    t1 = time.perf_counter()
+                    discovered = self._guard(rep, self._bronze, source, resource, rep)
+                    rep.seconds += time.perf_counter() - t1
+                    spec = self.cfg.silver_for(source.name, resource.name)
+                    if spec is None and self.cfg.auto_silver:
+                        spec = default_silver(source, resource)
+                    if spec is not None and rep.status == "ok":
+                        rep.silver = f"silver.{spec.name}"
+                        silver_jobs.append((rep, spec, discovered))
+                # silver in dependency order of `references` rules, so referenced keys exist
+                for rep, spec, discovered in _order_by_references(silver_jobs):
+                    t1 = time.perf_counter()
+                    self._guard(rep, self._silver, rep, spec, discovered)
+                    rep.seconds += time.perf_counter() - t1
+                gold_reports = self._gold()
+            failed = [r for r in reports if r.status != "ok"] + [g for g in gold_reports if g["status"] != "ok"]
+            status = "partial" if failed and len(failed) < len(reports) + len(gold_reports) else (
+                "failed" if failed else "ok")
+        finally:
+            summary = RunSummary(run_id=self.run_id, pipeline=self.cfg.name, status=status,
+                                 started_at=started.isoformat(), seconds=time.perf_counter() - t0,
+                                 tables=reports, gold=gold_reports, executor=self.executor.name)
+            self.store.finish_run(self.run_id, status, summary.to_dict())
+        return summary
+
+    def _guard(self, rep: TableReport, fn, *args):
+        """Run one table's step; transient errors retry with backoff, others stop this table only."""
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                return fn(*args)
+            except EaiError as exc:
+                if is_transient(exc) and attempt < TRANSIENT_RETRIES:
+                    rep.retries += 1
+                    delay = getattr(exc, "context", {}).get("retry_after") or 0.5 * 2 ** attempt
+                    self.progress.log(f"[yellow]retrying {rep.source} after {type(exc).__name__}: {exc}")
+                    time.sleep(float(delay))
+                    continue
+                if isinstance(exc, ConfigError) and not isinstance(exc, SqlValidationError):
+                    raise
+                rep.status = "failed"
+                rep.error = exc.to_dict()
+                self.progress.log(f"[red]{rep.source}: {type(exc).__name__}: {exc}")
+                return None
+            except Exception as exc:  # noqa: BLE001 - unknown errors stop this table, recorded for diagnosis
+                if _is_ray_task_error(exc) and isinstance(getattr(exc, "cause", None), EaiError):
+                    exc = exc.cause
+                    if is_transient(exc) and attempt < TRANSIENT_RETRIES:
+                        rep.retries += 1
+                        time.sleep(0.5 * 2 ** attempt)
+                        continue
+                rep.status = "failed"
+                rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
+                    "type": type(exc).__name__, "message": str(exc)[:500], "transient": False}
+                self.progress.log(f"[red]{rep.source}: {rep.error['type']}: {rep.error['message']}")
+                return None
+        return None
+
+    # ------------------------------------------------------------------ bronze
+    def _bronze(self, source, resource, rep: TableReport) -> DiscoveredSchema:
+        handle = self.executor.source(self.cfg.name, source)
+        health = handle.check()
+        if health.get("status") != "healthy" and health.get("error"):
+            raise _error_from(health["error"])
+        discovered = handle.discover(resource.name)
+        self.store.record_schema(f"source:{rep.source}", discovered.to_dict(), run_id=self.run_id)
+        bronze = rep.bronze
+        checkpoint, load_id = self._bronze_state(bronze)
+        now = self.clock()
+        partitions = handle.plan(resource.name, checkpoint, self.executor.parallelism(), self.cfg.batch_rows)
+        total_rows, new_ckpt = 0, None
+        if partitions:
+            # typed source: fix the bronze schema first, then parallel tasks write data files
+            schema = add_bronze_meta(discovered.arrow_schema().empty_table(), source=rep.source,
+                                     run_id=self.run_id, load_id=load_id, now=now).schema
+            tbl, changes = T.evolve(self.catalog, bronze, schema)
+            rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
+            files = []
+            with self.progress.step(f"extract {rep.source}", total=len(partitions)) as advance:
+                args = [(self.cfg, source.name, resource.name, p, checkpoint, bronze, self.run_id, load_id, now,
+                         self.cfg.batch_rows) for p in partitions]
+                for f, rows, ck in self.executor.map(extract_partition, args):
+                    files.extend(f)
+                    total_rows += rows
+                    new_ckpt = merge_checkpoints(new_ckpt, ck)
+                    advance(1)
+            if total_rows:
+                T.commit_files(self.catalog, bronze, files, run_id=self.run_id,
+                               properties=self._bronze_props(checkpoint, new_ckpt, load_id, total_rows))
+        else:
+            with self.progress.step(f"extract {rep.source}", total=1) as advance:
+                tables, new_ckpt = handle.read(resource.name, checkpoint, self.cfg.batch_rows)
+                advance(1)
+            if tables:
+                data = pa.concat_tables([make_iceberg_safe(t) for t in tables], promote_options="permissive")
+                data = add_bronze_meta(data, source=rep.source, run_id=self.run_id, load_id=load_id, now=now)
+                total_rows = data.num_rows
+                tbl, changes = T.evolve(self.catalog, bronze, data.schema)
+                rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
+                T.append(self.catalog, bronze, data, run_id=self.run_id,
+                         properties=self._bronze_props(checkpoint, new_ckpt, load_id, total_rows))
+        rep.rows_read = rep.bronze_rows = total_rows
+        rep.checkpoint = merge_checkpoints(checkpoint, new_ckpt)
+        if self.catalog.table_exists(bronze):
+            tbl = self.catalog.load_table(bronze)
+            self.store.record_schema(bronze, _schema_dict(tbl.schema().as_arrow()), run_id=self.run_id,
+                                     changes=rep.schema_changes)
+            self.store.record_edges([(f"source:{rep.source}", c.name, bronze, c.name, "extract")
+                                     for c in discovered.columns if c.name in tbl.schema().column_names],
+                                    run_id=self.run_id)
+        metrics.rows_written(self.cfg.name, bronze, "bronze", total_rows)
+        return discovered
+
+    def _bronze_state(self, bronze: str) -> tuple[dict | None, int]:
+        if not self.catalog.table_exists(bronze):
+            return None, 1
+        tbl = self.catalog.load_table(bronze)
+        ck = T.last_property(tbl, "eai.checkpoint")
+        last = T.last_property(tbl, "eai.load_id")
+        return (json.loads(ck) if ck else None), (int(last) + 1 if last else 1)
+
+    def _bronze_props(self, old, new, load_id, rows) -> dict[str, Any]:
+        return {"checkpoint": json.dumps(merge_checkpoints(old, new), default=str), "load_id": load_id,
+                "rows": rows}
+
+    # ------------------------------------------------------------------ silver
+    def _silver(self, rep: TableReport, spec: SilverTable, discovered: DiscoveredSchema | None) -> None:
+        silver, quarantine = f"silver.{spec.name}", f"quarantine.{spec.name}"
+        if not self.catalog.table_exists(rep.bronze):
+            return
+        btbl = self.catalog.load_table(rep.bronze)
+        consumed = self._silver_watermark(silver)
+        last_load = int(T.last_property(btbl, "eai.load_id") or 0)
+        if last_load <= consumed:
+            return
+        bronze_rows = btbl.scan(row_filter=GreaterThan(LOAD_ID, consumed)).to_arrow()
+        rep.silver_in = bronze_rows.num_rows
+        source_types = {c.name: c.type for c in discovered.columns} if discovered else {
+            f.name: f.type for f in bronze_rows.schema}
+        references = self._references(spec)
+        chunks = [bronze_rows.slice(i, SILVER_CHUNK_ROWS) for i in range(0, max(bronze_rows.num_rows, 1), SILVER_CHUNK_ROWS)]
+        results: list[SilverResult] = []
+        with self.progress.step(f"silver {silver}", total=len(chunks)) as advance:
+            args = [(c, spec, source_types, self.run_id, rep.source, references) for c in chunks]
+            for res in self.executor.map(silver_chunk, args):
+                results.append(res)
+                advance(1)
+        good = pa.concat_tables([r.good for r in results], promote_options="permissive")
+        quarantined = pa.concat_tables([r.quarantine for r in results])
+        duplicates = sum(r.duplicates for r in results)
+        if len(results) > 1 and spec.primary_key and good.num_rows:
+            import polars as pl
+            before = good.num_rows
+            good = latest_per_key(pl.from_arrow(good), spec.primary_key, spec.sequence_by).to_arrow()
+            duplicates += before - good.num_rows
+        rules = _sum_outcomes([r.rules for r in results])
+        props = {"bronze_load_id": last_load}
+
+        # quarantine first: on a re-run after a crash it is skipped when already committed
+        if quarantined.num_rows:
+            T.evolve(self.catalog, quarantine, QUARANTINE_SCHEMA)
+            qtbl = self.catalog.load_table(quarantine)
+            if int(T.last_property(qtbl, "eai.bronze_load_id") or 0) < last_load:
+                T.append(self.catalog, quarantine, quarantined, run_id=self.run_id, properties=props)
+        rep.quarantined = quarantined.num_rows
+        rep.quarantine_reasons = _count_by(quarantined, "_eai_rule")
+        rep.duplicates = duplicates
+
+        tbl, changes = T.evolve(self.catalog, silver, good.schema)
+        rep.schema_changes += [{**c.to_dict(), "table": silver} for c in changes if c.kind != "created"]
+        removed = [c for c in changes if c.kind == "removed"]
+        if removed and spec.on_removed_column == "fail":
+            from eai_ray.errors import IncompatibleSchemaChange
+            raise IncompatibleSchemaChange(f"columns {[c.column for c in removed]} disappeared from {rep.source}",
+                                           table=silver)
+        if spec.primary_key:
+            stats = T.merge(self.catalog, silver, good, keys=spec.primary_key, sequence_by=spec.sequence_by,
+                            run_id=self.run_id, properties=props)
+            rep.inserted, rep.updated, rep.stale = stats.inserted, stats.updated, stats.stale
+        else:
+            T.append(self.catalog, silver, good, run_id=self.run_id, properties=props)
+            rep.inserted = good.num_rows
+        if rep.inserted + rep.updated == 0:
+            # nothing changed in silver, but the watermark must still move past this load
+            self._advance_watermark(silver, props)
+
+        stbl = self.catalog.load_table(silver)
+        self.store.record_schema(silver, _schema_dict(stbl.schema().as_arrow()), run_id=self.run_id,
+                                 changes=[c.to_dict() for c in changes])
+        first = results[0] if results else None
+        if first:
+            self.store.record_edges([(rep.bronze, src, silver, dst, "coerce" if src == dst else "map")
+                                     for dst, src in first.column_map.items()
+                                     if src in btbl.schema().column_names], run_id=self.run_id)
+        q = qengine.score_table(silver=good, rows_in=rep.silver_in, quarantined=rep.quarantined, rules=rules,
+                                freshness=spec.freshness, now=self.clock())
+        self.store.record_quality(self.run_id, silver, q)
+        rep.quality = qengine.overall(q)
+        metrics.rows_written(self.cfg.name, silver, "silver", rep.accepted)
+        metrics.rows_quarantined(self.cfg.name, silver, rep.quarantined)
+        metrics.quality_score(self.cfg.name, silver, rep.quality.get("overall", 1.0))
+
+    def _silver_watermark(self, silver: str) -> int:
+        if not self.catalog.table_exists(silver):
+            return 0
+        tbl = self.catalog.load_table(silver)
+        return max(int(T.last_property(tbl, "eai.bronze_load_id") or 0),
+                   int(tbl.properties.get("eai.bronze_load_id", 0)))
+
+    def _advance_watermark(self, silver: str, props: dict[str, Any]) -> None:
+        tbl = self.catalog.load_table(silver)
+        tx = tbl.transaction()
+        tx.set_properties({"eai.bronze_load_id": str(props["bronze_load_id"])})
+        tx.commit_transaction()
+
+    def _references(self, spec: SilverTable) -> dict[str, pa.Array]:
+        out = {}
+        for rule in spec.rules:
+            if rule.references:
+                tname, col = rule.references.rsplit(".", 1)
+                full = tname if "." in tname else f"silver.{tname}"
+                if self.catalog.table_exists(full):
+                    data = self.catalog.load_table(full).scan(selected_fields=(col,)).to_arrow()
+                    out[rule.references] = data.column(col).combine_chunks()
+        return out
+
+    # ------------------------------------------------------------------ gold
+    def _gold(self) -> list[dict[str, Any]]:
+        out = []
+        if not self.cfg.gold:
+            return out
+        order = gold_order(self.cfg.gold)
+        with self.progress.step("gold models", total=len(order)) as advance:
+            for model in order:
+                t1 = time.perf_counter()
+                rep: dict[str, Any] = {"name": f"gold.{model.name}", "status": "ok"}
+                try:
+                    rep.update(self._gold_one(model))
+                except EaiError as exc:
+                    rep.update(status="failed", error=exc.to_dict())
+                    self.progress.log(f"[red]gold.{model.name}: {exc}")
+                rep["seconds"] = round(time.perf_counter() - t1, 3)
+                out.append(rep)
+                advance(1)
+        return out
+
+    def _gold_one(self, model) -> dict[str, Any]:
+        schema = self._lakehouse_schema()
+        query = validate_select(model.sql, schema)
+        inputs = {t: self.catalog.load_table(t).scan().to_arrow() for t in query.tables}
+        result = run_select(query, inputs)
+        name = f"gold.{model.name}"
+        try:
+            T.evolve(self.catalog, name, result.schema)
+        except EaiError:
+            self.catalog.drop_table(name)  # gold is derived: a changed model rebuilds it
+            T.evolve(self.catalog, name, result.schema)
+        T.overwrite(self.catalog, name, result, run_id=self.run_id,
+                    properties={"inputs": ",".join(query.tables)})
+        edges = [(src_t, src_c, name, dst, "sql") for src_t, src_c, dst in column_lineage(query, schema)]
+        self.store.record_edges(edges, run_id=self.run_id)
+        self.store.record_schema(name, _schema_dict(result.schema), run_id=self.run_id)
+        metrics.rows_written(self.cfg.name, name, "gold", result.num_rows)
+        return {"rows": result.num_rows, "inputs": query.tables}
+
+    def _lakehouse_schema(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for ns in ("silver", "gold"):
+            for ident in self.catalog.list_tables(ns):
+                full = ".".join(ident)
+                out[full] = {f.name: str(f.type) for f in self.catalog.load_table(full).schema().as_arrow()}
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+def _schema_dict(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
+def _count_by(table: pa.Table, column: str) -> dict[str, int]:
+    if table.num_rows == 0:
+        return {}
+    vc = pc.value_counts(table.column(column).combine_chunks())
+    return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
+
+
+def _sum_outcomes(groups: list[list]) -> list:
+    from eai_ray.processing.silver import RuleOutcome
+
+    acc: dict[str, RuleOutcome] = {}
+    for group in groups:
+        for r in group:
+            if r.rule in acc:
+                acc[r.rule].failed += r.failed
+                acc[r.rule].evaluated += r.evaluated
+            else:
+                acc[r.rule] = RuleOutcome(r.rule, r.check, r.action, r.column, r.failed, r.evaluated)
+    return list(acc.values())
+
+
+def _order_by_references(jobs: list) -> list:
+    """Silver tables that others reference (rule `references`) run first."""
+    names = {spec.name for _, spec, _ in jobs}
+
+    def deps(spec):
+        return {r.references.rsplit(".", 1)[0].split(".")[-1] for r in spec.rules if r.references} & names
+
+    done, ordered, pending = set(), [], list(jobs)
+    while pending:
+        ready = [j for j in pending if deps(j[1]) <= done] or pending[:1]
+        for j in ready:
+            ordered.append(j)
+            done.add(j[1].name)
+            pending.remove(j)
+    return ordered
+
+
+def _is_ray_task_error(exc: Exception) -> bool:
+    return type(exc).__name__ in ("RayTaskError", "RayActorError") or type(exc).__name__.startswith("RayTaskError")
+
+
+def _error_from(d: dict[str, Any]) -> EaiError:
+    import eai_ray.errors as errors
+
+    cls = getattr(errors, d.get("type", ""), EaiError)
+    if not (isinstance(cls, type) and issubclass(cls, EaiError)):
+        cls = EaiError
+    err = cls.__new__(cls)
+    EaiError.__init__(err, d.get("message", "source check failed"))
+    return err

@@ -1,0 +1,33 @@
+"""Connecting to Ray: an existing cluster (address or RAY_ADDRESS) or a new local one."""
+from __future__ import annotations
+
+import logging
+import os
+
+from eai_ray.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
+    """Initialise Ray once per process; returns {'address':..., 'local': bool, 'dashboard': url|None}."""
+    import ray
+
+    cfg = cfg or RayConfig()
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return {"address": ctx.gcs_address, "local": False, "dashboard": None}
+    os.environ.setdefault("RAY_task_oom_retries", "3")  # Ray retries OOM-killed tasks forever otherwise
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(namespace=cfg.namespace, log_to_driver=not quiet, logging_level=logging.WARNING,
+                  configure_logging=True)
+    if address:
+        info = ray.init(address=address, **kwargs)
+        local = False
+    else:
+        dashboard = os.environ.get("EAI_RAY_DASHBOARD", "1") != "0"
+        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=dashboard, **kwargs)
+        local = True
+    url = getattr(info, "dashboard_url", None)
+    return {"address": info.address_info.get("gcs_address") if hasattr(info, "address_info") else address,
+            "local": local, "dashboard": f"http://{url}" if url else None}
