@@ -21,7 +21,10 @@ LAST_PIPELINE = Path(".eai") / "last_pipeline"
 # ---------------------------------------------------------------------- helpers
 def _console():
     from rich.console import Console
-    return Console()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and CI: do not squeeze tables into 80 columns
+    return console
 
 
 def _emit(args, data: Any, render) -> None:

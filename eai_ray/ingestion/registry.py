@@ -26,6 +26,8 @@ def connector_for(source):
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
+        if (exc.name or "").startswith("eai_ray"):
+            raise
         raise ConfigError(f"connector '{source.kind}' needs a missing package: {exc.name}",
                           expected=f"pip install {exc.name}") from None
     return getattr(mod, cls)(source)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 LOAD_ID = "_eai_load_id"
 BRONZE_META = ("_eai_source", "_eai_run_id", "_eai_ingested_at", LOAD_ID)
 SILVER_CHUNK_ROWS = 500_000
-TRANSIENT_RETRIES = 3
+TRANSIENT_RETRIES = 1  # connectors back off on their own; one more try gets a fresh connection
 
 
 @dataclass

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from eai_ray.config import Rule, SilverTable
 from eai_ray.errors import QualityGateFailed, SqlValidationError
 from eai_ray.processing.dedup import latest_per_key
+from eai_ray.processing.sql import fetch_arrow as _fetch_arrow
 from eai_ray.processing.types import arrow_type
 
 META_PREFIX = "_eai_"
@@ -169,7 +170,7 @@ def _expression_mask(expression: str, table: pa.Table) -> pa.Array:
     con = duckdb.connect()
     try:
         con.register("t", table)
-        res = con.execute(f"SELECT coalesce(NOT ({expression}), false) AS bad FROM t").arrow()
+        res = _fetch_arrow(con.execute(f"SELECT coalesce(NOT ({expression}), false) AS bad FROM t"))
     except duckdb.Error as exc:
         raise SqlValidationError(f"rule expression {expression!r} failed: {exc}") from None
     finally:

@@ -151,9 +151,7 @@ def run_select(query: ValidatedQuery, tables: dict[str, pa.Table]) -> pa.Table:
             con.register(reg, data)
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
             con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{name}" AS SELECT * FROM "{reg}"')
-        res = con.execute(query.sql)
-        out = res.fetch_arrow_table() if hasattr(res, "fetch_arrow_table") else res.arrow()
-        return out if isinstance(out, pa.Table) else out.read_all()
+        return fetch_arrow(con.execute(query.sql))
     except duckdb.Error as exc:
         raise SqlValidationError(f"query failed: {str(exc).splitlines()[0]}") from None
     finally:
@@ -162,6 +160,12 @@ def run_select(query: ValidatedQuery, tables: dict[str, pa.Table]) -> pa.Table:
 
 def _supports_external_flag() -> bool:
     return True
+
+
+def fetch_arrow(result) -> pa.Table:
+    """A DuckDB result as a pa.Table (`.arrow()` returns a reader in DuckDB >= 1.4)."""
+    out = result.fetch_arrow_table() if hasattr(result, "fetch_arrow_table") else result.arrow()
+    return out if isinstance(out, pa.Table) else out.read_all()
 
 
 def dependencies(models: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

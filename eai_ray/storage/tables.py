@@ -27,7 +27,7 @@ from pyiceberg.table import Table
 
 from eai_ray.errors import CommitConflict, IncompatibleSchemaChange, TableNotFound
 from eai_ray.processing.dedup import latest_per_key
-from eai_ray.processing.types import can_widen, fits_into, make_iceberg_safe
+from eai_ray.processing.types import can_widen, fits_into, iceberg_safe, make_iceberg_safe
 
 COMMIT_RETRIES = 5
 TARGET_FILE_BYTES = str(64 * 1024 * 1024)  # several files per large table, so MERGE can prune
@@ -84,7 +84,7 @@ def evolve(catalog: Catalog, name: str, data_schema: pa.Schema, *,
         return tbl, [SchemaChange("created", c) for c in data_schema.names]
     tbl = catalog.load_table(name)
     current = tbl.schema().as_arrow()
-    cur = {f.name: f.type for f in current}
+    cur = {f.name: iceberg_safe(f.type) for f in current}
     changes: list[SchemaChange] = []
     for f in data_schema:
         if f.name not in cur:

@@ -1,0 +1,104 @@
+"""Pipeline YAML validation: every bad input names the file, the field and the fix."""
+import pytest
+
+from eai_ray.config import load_pipeline, parse_pipeline
+from eai_ray.errors import ConfigError, SecretError
+
+GOOD = """
+name: shop
+sources:
+  - kind: postgres
+    name: pg
+    database: shop
+    user: app
+    password: ${PG_PASSWORD}
+    tables:
+      - {name: orders, primary_key: [id], incremental: {cursor: updated_at}}
+silver:
+  - name: orders
+    source: pg.orders
+    primary_key: [id]
+    columns:
+      id: {type: int64, nullable: false}
+      amount: {type: "decimal(12,2)"}
+    rules:
+      - {column: amount, min: 0, action: quarantine}
+"""
+
+
+def write(tmp_path, text, name="p.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_pipeline_parses(tmp_path):
+    cfg = load_pipeline(write(tmp_path, GOOD))
+    assert cfg.sources[0].tables[0].table == "orders"
+    assert cfg.silver[0].rules[0].name == "amount_range"
+    assert str(cfg.sources[0].password) == "${PG_PASSWORD}"
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "name: x\nsources: [\n  - kind: postgres\n")
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(p)
+    assert str(p) in str(e.value) and "line" in str(e.value)
+
+
+@pytest.mark.parametrize("mutation, field, fragment", [
+    (("    user: app", "    user: app\n    pasword: x"), "sources[0]", "unknown key 'pasword'"),
+    (("database: shop", "database: shop\n    port: abc"), "sources[0].port", "valid integer"),
+    (("{type: int64, nullable: false}", "{type: int46}"), "silver[0].columns.id.type", "unknown type"),
+    (("source: pg.orders", "source: pg.missing"), "(top level)", "matches no source resource"),
+    (("kind: postgres", "kind: oracle"), "sources[0]", "does not match any of the expected tags"),
+    (("action: quarantine", "action: explode"), "silver[0].rules[0].action", "'warn', 'quarantine' or 'fail'"),
+])
+def test_bad_fields_are_named(tmp_path, mutation, field, fragment):
+    p = write(tmp_path, GOOD.replace(*mutation))
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(p)
+    msg = str(e.value)
+    assert str(p) in msg and f"field '{field}'" in msg and fragment in msg, msg
+
+
+def test_literal_password_is_refused_and_not_echoed(tmp_path):
+    p = write(tmp_path, GOOD.replace("${PG_PASSWORD}", "hunter2-secret"))
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(p)
+    assert "hunter2-secret" not in str(e.value)
+    assert "sources[0].password" in str(e.value) and "${ENV_VAR}" in str(e.value)
+
+
+def test_secret_resolution(monkeypatch, tmp_path):
+    cfg = load_pipeline(write(tmp_path, GOOD))
+    monkeypatch.delenv("PG_PASSWORD", raising=False)
+    with pytest.raises(SecretError) as e:
+        cfg.sources[0].password.resolve()
+    assert "PG_PASSWORD" in str(e.value)
+    monkeypatch.setenv("PG_PASSWORD", "s3cret")
+    assert cfg.sources[0].password.resolve() == "s3cret"
+    assert "s3cret" not in repr(cfg)
+    f = tmp_path / "pw"
+    f.write_text("from-file\n")
+    cfg2 = load_pipeline(write(tmp_path, GOOD.replace("${PG_PASSWORD}", f"file:{f}"), "q.yaml"))
+    assert cfg2.sources[0].password.resolve() == "from-file"
+
+
+def test_rule_needs_exactly_one_check():
+    data = {"name": "x", "sources": [{"kind": "sqlite", "name": "s", "path": "a.db", "tables": [{"name": "t"}]}],
+            "silver": [{"name": "t", "source": "s.t", "rules": [{"column": "a", "regex": "x", "min": 1}]}]}
+    with pytest.raises(ConfigError, match="exactly one check"):
+        parse_pipeline(data, file="inline.yaml")
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="file not found"):
+        load_pipeline("/nonexistent/pipeline.yaml")
+
+
+def test_env_interpolation_in_plain_fields(monkeypatch):
+    monkeypatch.setenv("DB_HOST", "db.internal")
+    data = {"name": "x", "sources": [{"kind": "postgres", "name": "pg", "host": "${DB_HOST}", "database": "d",
+                                      "tables": [{"name": "t"}]}]}
+    assert parse_pipeline(data).sources[0].host == "db.internal"
