@@ -34,9 +34,15 @@ class RayExecutor:
         self.detached = detached
         self.max_in_flight = max_in_flight
         self._remote_cache: dict[Any, Any] = {}
+        self._sources: dict[str, ActorSource] = {}  # holding the handles keeps non-detached actors alive
 
     def source(self, pipeline: str, source_cfg) -> ActorSource:
-        return ActorSource(get_or_create(pipeline, source_cfg, detached=self.detached))
+        key = actor_name(pipeline, source_cfg.name)
+        if key not in self._sources:
+            self._sources[key] = ActorSource(get_or_create(pipeline, source_cfg, detached=self.detached))
+        else:
+            ray.get(self._sources[key].actor.configure.remote(source_cfg))
+        return self._sources[key]
 
     def parallelism(self) -> int:
         return max(1, int(ray.cluster_resources().get("CPU", 1)))

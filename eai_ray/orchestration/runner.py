@@ -303,6 +303,7 @@ class PipelineRunner:
                                      for c in discovered.columns if c.name in tbl.schema().column_names],
                                     run_id=self.run_id)
         metrics.rows_written(self.cfg.name, bronze, "bronze", total_rows)
+        crash_point(f"after_bronze:{rep.source}")
         return discovered
 
     def _bronze_state(self, bronze: str) -> tuple[dict | None, int]:
@@ -356,6 +357,7 @@ class PipelineRunner:
             qtbl = self.catalog.load_table(quarantine)
             if int(T.last_property(qtbl, "eai.bronze_load_id") or 0) < last_load:
                 T.append(self.catalog, quarantine, quarantined, run_id=self.run_id, properties=props)
+        crash_point(f"after_quarantine:{silver}")
         rep.quarantined = quarantined.num_rows
         rep.quarantine_reasons = _count_by(quarantined, "_eai_rule")
         rep.duplicates = duplicates
@@ -467,6 +469,16 @@ class PipelineRunner:
 
 
 # ---------------------------------------------------------------------- helpers
+CRASH_ENV = "EAI_INJECT_CRASH"
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for crash-recovery tests: the process dies here when EAI_INJECT_CRASH names this point."""
+    import os
+
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(77)
+
 def _schema_dict(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) for f in schema}
 

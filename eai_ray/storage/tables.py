@@ -179,7 +179,10 @@ def overwrite(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
               properties: dict[str, Any] | None = None) -> int | None:
     def go():
         tbl = catalog.load_table(name)
-        tbl.overwrite(align(tbl, data), snapshot_properties=_props(run_id, properties))
+        if tbl.current_snapshot() is None:  # nothing to replace: a plain append (no empty delete)
+            tbl.append(align(tbl, data), snapshot_properties=_props(run_id, properties))
+        else:
+            tbl.overwrite(align(tbl, data), snapshot_properties=_props(run_id, properties))
         return tbl.current_snapshot().snapshot_id
     return _retry_commit(go, table=name)
 
