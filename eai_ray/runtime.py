@@ -11,14 +11,19 @@ log = logging.getLogger(__name__)
 
 def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
     """Initialise Ray once per process; returns {'address':..., 'local': bool, 'dashboard': url|None}."""
+    cfg = cfg or RayConfig()
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    # Ray >= 2.5x clusters use token auth by default; a client must opt in to send the token,
+    # and Ray reads the mode when it is first imported
+    if address and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.path.expanduser("~/.ray/auth_token"))):
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
-    cfg = cfg or RayConfig()
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return {"address": ctx.gcs_address, "local": False, "dashboard": None}
     os.environ.setdefault("RAY_task_oom_retries", "3")  # Ray retries OOM-killed tasks forever otherwise
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(namespace=cfg.namespace, log_to_driver=not quiet, logging_level=logging.WARNING,
                   configure_logging=True)
     if address:
