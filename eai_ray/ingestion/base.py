@@ -2,7 +2,7 @@
 
 A connector is built from its source config (``eai_ray.config``), opens its
 connections lazily and yields Arrow tables; no Python object per row on the
-database hot path. Every connector passes ``tests/unit/test_connector_contract.py``.
+database hot path. Every connector passes ``tests/integration/test_connector_contract.py``.
 
 Capabilities are separate Protocols (``SupportsPartitioning``) checked with
 ``isinstance``; incremental extraction is part of ``read``: pass the last
@@ -23,6 +23,7 @@ import pyarrow as pa
 # column names the connector may add to every batch; the bronze writer keeps them
 POSITION_COLUMN = "_eai_position"  # where the row came from: file:line, page number, key range
 RAW_COLUMN = "_eai_raw"  # the raw record as text (files, REST), for full fidelity
+ERROR_COLUMN = "_eai_error"  # why a row could not be parsed as-is (null for good rows); silver quarantines it
 
 
 @dataclass

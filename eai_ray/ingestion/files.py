@@ -33,12 +33,10 @@ import pyarrow.compute as pc
 
 from eai_ray.config import FileResource, FileSource
 from eai_ray.errors import AuthenticationFailed, ConfigError, SourceNotFound, SourceUnavailable
-from eai_ray.ingestion.base import (POSITION_COLUMN, RAW_COLUMN, Batch, ColumnInfo, DiscoveredSchema,
+from eai_ray.ingestion.base import (ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN, Batch, ColumnInfo, DiscoveredSchema,
                                     Partition)
 from eai_ray.ingestion.discovery import infer_columns, records_to_table
 
-# why a row could not be read as-is (null for good rows); proposed for base.py next to RAW_COLUMN
-ERROR_COLUMN = "_eai_error"
 META_COLUMNS = (POSITION_COLUMN, RAW_COLUMN, ERROR_COLUMN)
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "jsonl",

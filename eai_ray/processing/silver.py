@@ -23,12 +23,12 @@ import pyarrow.compute as pc
 
 from eai_ray.config import Rule, SilverTable
 from eai_ray.errors import QualityGateFailed, SqlValidationError
+from eai_ray.ingestion.base import ERROR_COLUMN
 from eai_ray.processing.dedup import latest_per_key
 from eai_ray.processing.sql import fetch_arrow as _fetch_arrow
 from eai_ray.processing.types import arrow_type
 
 META_PREFIX = "_eai_"
-ERROR_COLUMN = "_eai_error"  # set by connectors for rows they could not parse (ragged CSV, bad JSON)
 QUARANTINE_SCHEMA = pa.schema([
     pa.field("_eai_run_id", pa.string()),
     pa.field("_eai_source", pa.string()),
