@@ -1,0 +1,17 @@
+"""Every example pipeline in configs/ validates (with its env references set)."""
+from pathlib import Path
+
+import pytest
+
+from eai_ray.config import load_pipeline
+from eai_ray.orchestration.dag import gold_order
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_config_is_valid(path, monkeypatch):
+    for var in ("PG_PASSWORD", "CATALOG_PW", "META_PW"):
+        monkeypatch.setenv(var, "x")
+    cfg = load_pipeline(path)
+    gold_order(cfg.gold)
