@@ -229,12 +229,14 @@ def cmd_show(args) -> int:
     def render(rows):
         from rich.table import Table
         t = Table(title=f"{args.table} ({len(rows)} rows shown)")
-        cols = [c for c in data.column_names if args.all_columns or not c.startswith("_eai_") or
-                c in ("_eai_rule", "_eai_reason")]
+        quarantine = _table_ident(args.table).startswith("quarantine.")
+        cols = [c for c in data.column_names if args.all_columns or quarantine or not c.startswith("_eai_")]
+        if quarantine and not args.all_columns:
+            cols = ["_eai_rule", "_eai_reason", "_eai_position", "_eai_record"]
         for c in cols:
             t.add_column(c, overflow="fold")
         for r in rows:
-            t.add_row(*[_short(r[c]) for c in cols])
+            t.add_row(*[_short(r[c], 200 if quarantine else 60) for c in cols])
         _console().print(t)
 
     _emit(args, rows, render)

@@ -31,7 +31,8 @@ def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
         local = False
     else:
         dashboard = os.environ.get("EAI_RAY_DASHBOARD", "1") != "0"
-        info = ray.init(num_cpus=cfg.num_cpus, include_dashboard=dashboard, **kwargs)
+        # address="local": always a fresh local Ray; never attach to a `ray start` cluster found by accident
+        info = ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=dashboard, **kwargs)
         local = True
     url = getattr(info, "dashboard_url", None)
     return {"address": info.address_info.get("gcs_address") if hasattr(info, "address_info") else address,

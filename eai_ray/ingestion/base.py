@@ -131,11 +131,7 @@ def cursor_value(table: pa.Table, column: str) -> Any:
 
     if table.num_rows == 0 or column not in table.column_names:
         return None
-    col = table.column(column)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        v = pc.max(col).as_py()
-    else:
-        v = pc.max(col).as_py()
+    v = pc.max(table.column(column)).as_py()
     if v is None:
         return None
     if hasattr(v, "isoformat"):

@@ -28,6 +28,9 @@ def render_summary(d: dict[str, Any], console) -> None:
         for table, rule, n in sorted(reasons):
             q.add_row(table.replace("silver.", "quarantine."), rule, f"{n:,}")
         console.print(q)
+    warned = [(r["silver"], rule, n) for r in d["tables"] for rule, n in (r.get("warnings") or {}).items()]
+    for table, rule, n in sorted(warned):
+        console.print(f"[yellow]warning[/yellow] {table}: {n:,} rows kept despite rule '{rule}'")
     changes = [(r["source"], c) for r in d["tables"] for c in r.get("schema_changes") or []]
     for source, c in changes:
         console.print(f"[yellow]schema change[/yellow] {c.get('table', source)}: {c['kind']} column {c['column']}"

@@ -62,6 +62,7 @@ class TableReport:
     duplicates: int = 0
     stale: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)  # rows kept despite a `warn` rule
     quality: dict[str, float] = field(default_factory=dict)
     schema_changes: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
@@ -349,6 +350,7 @@ class PipelineRunner:
             good = latest_per_key(pl.from_arrow(good), spec.primary_key, spec.sequence_by).to_arrow()
             duplicates += before - good.num_rows
         rules = _sum_outcomes([r.rules for r in results])
+        rep.warnings = {r.rule: r.failed for r in rules if r.action == "warn" and r.failed}
         props = {"bronze_load_id": last_load}
 
         # quarantine first: on a re-run after a crash it is skipped when already committed

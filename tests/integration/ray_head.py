@@ -23,9 +23,21 @@ def free_port() -> int:
 
 
 def _pids_of(marker: str) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 1)[0]) for line in out.splitlines()
-            if marker in line and int(line.split(None, 1)[0]) != os.getpid()]
+    """PIDs whose command line names `marker`, plus all their descendants (workers rename themselves)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    children: dict[int, list[int]] = {}
+    for row in rows:
+        children.setdefault(int(row[1]), []).append(int(row[0]))
+    found = {int(r[0]) for r in rows if len(r) == 3 and marker in r[2]}
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    found.discard(os.getpid())
+    return sorted(found)
 
 
 @contextmanager
