@@ -6,6 +6,7 @@ from typing import Any
 import ray
 
 from actors.source_actor import SourceActor, actor_name, get_or_create
+from eai_ray.config import resolvable_secrets
 
 
 class ActorSource:
@@ -41,7 +42,7 @@ class RayExecutor:
         if key not in self._sources:
             self._sources[key] = ActorSource(get_or_create(pipeline, source_cfg, detached=self.detached))
         else:
-            ray.get(self._sources[key].actor.configure.remote(source_cfg))
+            ray.get(self._sources[key].actor.configure.remote(source_cfg, resolvable_secrets(source_cfg)))
         return self._sources[key]
 
     def parallelism(self) -> int:

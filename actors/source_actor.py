@@ -12,6 +12,7 @@ from typing import Any
 
 import ray
 
+from eai_ray.config import provide_secrets, resolvable_secrets
 from eai_ray.errors import EaiError
 from eai_ray.ingestion.base import SupportsPartitioning, merge_checkpoints
 from eai_ray.ingestion.registry import connector_for
@@ -23,13 +24,15 @@ def actor_name(pipeline: str, source: str) -> str:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class SourceActor:
-    def __init__(self, source_cfg) -> None:
+    def __init__(self, source_cfg, secrets: dict[str, str] | None = None) -> None:
+        provide_secrets(secrets)
         self._cfg = source_cfg
         self._conn = connector_for(source_cfg)
         self._health: dict[str, Any] = {"status": "unknown"}
 
-    def configure(self, source_cfg) -> None:
+    def configure(self, source_cfg, secrets: dict[str, str] | None = None) -> None:
         """Pick up a changed config (new run of an edited YAML) without restarting the actor."""
+        provide_secrets(secrets)
         if source_cfg != self._cfg:
             self._conn.close()
             self._cfg = source_cfg
@@ -75,6 +78,7 @@ def get_or_create(pipeline: str, source_cfg, *, detached: bool):
     opts: dict[str, Any] = {"name": actor_name(pipeline, source_cfg.name), "get_if_exists": True}
     if detached:
         opts["lifetime"] = "detached"
-    actor = SourceActor.options(**opts).remote(source_cfg)
-    ray.get(actor.configure.remote(source_cfg))
+    secrets = resolvable_secrets(source_cfg)
+    actor = SourceActor.options(**opts).remote(source_cfg, secrets)
+    ray.get(actor.configure.remote(source_cfg, secrets))
     return actor

@@ -32,6 +32,9 @@ class Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- secrets
+_PROVIDED: dict[str, str] = {}  # secrets handed to this process by the driver (Ray workers lack its env)
+
+
 class SecretRef(str):
     """A reference to a secret: ``${ENV_VAR}`` or ``file:/path/to/secret``.
 
@@ -41,6 +44,8 @@ class SecretRef(str):
 
     def resolve(self) -> str:
         ref = str(self)
+        if ref in _PROVIDED:
+            return _PROVIDED[ref]
         if ref.startswith("file:"):
             path = Path(ref[5:]).expanduser()
             try:
@@ -60,6 +65,41 @@ class SecretRef(str):
 
     def __repr__(self) -> str:
         return f"SecretRef({str(self)!r})"
+
+
+def provide_secrets(values: dict[str, str] | None) -> None:
+    """Make secrets resolved by the driver available in this process (a Ray actor or task)."""
+    if values:
+        _PROVIDED.update(values)
+
+
+def secret_refs(node: Any) -> list[SecretRef]:
+    """Every SecretRef inside a config object."""
+    if isinstance(node, SecretRef):
+        return [node]
+    if isinstance(node, BaseModel):
+        return [r for name in type(node).model_fields for r in secret_refs(getattr(node, name))]
+    if isinstance(node, (list, tuple)):
+        return [r for v in node for r in secret_refs(v)]
+    if isinstance(node, dict):
+        return [r for v in node.values() for r in secret_refs(v)]
+    return []
+
+
+def resolvable_secrets(node: Any) -> dict[str, str]:
+    """{reference: value} for the secrets of `node` that this process can resolve.
+
+    The driver sends these to the actors and tasks it starts, through Ray's object store
+    (never through runtime_env, which the dashboard shows). References it cannot resolve
+    are left to the worker's own environment.
+    """
+    out = {}
+    for ref in secret_refs(node):
+        try:
+            out[str(ref)] = ref.resolve()
+        except SecretError:
+            pass
+    return out
 
 
 def _mask(value: str) -> str:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import GreaterThan
 
-from eai_ray.config import PipelineConfig, SilverTable, resources_of
+from eai_ray.config import PipelineConfig, SilverTable, resolvable_secrets, resources_of
 from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
 from eai_ray.ingestion.base import DiscoveredSchema, merge_checkpoints
 from eai_ray.observability import metrics
@@ -132,10 +132,13 @@ def add_bronze_meta(table: pa.Table, *, source: str, run_id: str, load_id: int, 
 
 
 def extract_partition(cfg: PipelineConfig, source_name: str, resource: str, partition, checkpoint,
-                      bronze: str, run_id: str, load_id: int, now: dt.datetime, batch_rows: int):
+                      bronze: str, run_id: str, load_id: int, now: dt.datetime, batch_rows: int,
+                      secrets: dict[str, str] | None = None):
     """One parallel read: source partition -> bronze Parquet data files (not committed)."""
+    from eai_ray.config import provide_secrets
     from eai_ray.ingestion.registry import connector_for
 
+    provide_secrets(secrets)
     catalog = open_catalog(cfg)
     tbl = catalog.load_table(bronze)
     conn = connector_for(cfg.source(source_name))
@@ -272,8 +275,9 @@ class PipelineRunner:
             rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
             files = []
             with self.progress.step(f"extract {rep.source}", total=len(partitions)) as advance:
+                secrets = resolvable_secrets(source)
                 args = [(self.cfg, source.name, resource.name, p, checkpoint, bronze, self.run_id, load_id, now,
-                         self.cfg.batch_rows) for p in partitions]
+                         self.cfg.batch_rows, secrets) for p in partitions]
                 for f, rows, ck in self.executor.map(extract_partition, args):
                     files.extend(f)
                     total_rows += rows

@@ -102,3 +102,16 @@ def test_env_interpolation_in_plain_fields(monkeypatch):
     data = {"name": "x", "sources": [{"kind": "postgres", "name": "pg", "host": "${DB_HOST}", "database": "d",
                                       "tables": [{"name": "t"}]}]}
     assert parse_pipeline(data).sources[0].host == "db.internal"
+
+
+def test_driver_resolved_secrets_reach_workers_without_their_env(monkeypatch):
+    from eai_ray.config import provide_secrets, resolvable_secrets
+    data = {"name": "x", "sources": [{"kind": "postgres", "name": "pg", "database": "d",
+                                      "password": "${ONLY_ON_DRIVER}", "tables": [{"name": "t"}]}]}
+    cfg = parse_pipeline(data)
+    monkeypatch.setenv("ONLY_ON_DRIVER", "pw1")
+    shipped = resolvable_secrets(cfg.sources[0])
+    assert shipped == {"${ONLY_ON_DRIVER}": "pw1"}
+    monkeypatch.delenv("ONLY_ON_DRIVER")
+    provide_secrets(shipped)  # what an actor does with what the driver sent
+    assert cfg.sources[0].password.resolve() == "pw1"
