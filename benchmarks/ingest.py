@@ -176,19 +176,11 @@ def main() -> int:
     global _warm
 
     t0 = time.perf_counter()
-    if not os.environ.get("RAY_ADDRESS"):
-        # ensure_ray() calls ray.init() without an address, which joins the cluster that the last
-        # `ray start` recorded in /tmp/ray/ray_current_cluster - or hangs when that cluster is gone.
-        # A benchmark needs its own Ray: start it with ensure_ray's settings, then ensure_ray no-ops.
-        import logging
-
-        from eai_ray.config import RayConfig
-        ray.init(address="local", namespace=RayConfig().namespace, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
     ensure_ray()
     _warm = ray.remote(num_cpus=1)(_warm_imports)
     say(f"Ray ready in {time.perf_counter() - t0:.1f} s ({int(ray.cluster_resources().get('CPU', 0))} CPUs, "
-        f"dashboard {'off' if os.environ.get('EAI_RAY_DASHBOARD') == '0' else 'on'}, own local Ray={not os.environ.get('RAY_ADDRESS')})")
+        f"dashboard {'off' if os.environ.get('EAI_RAY_DASHBOARD') == '0' else 'on'}, "
+        f"address={os.environ.get('RAY_ADDRESS') or 'new local'})")
 
     # worker processes start and import the pipeline code here, untimed, as part of starting Ray;
     # the time is printed so a cold `eai run` can be judged too
