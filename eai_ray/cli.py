@@ -396,7 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runs", type=int, default=3)
     sp = add("runs", cmd_runs, "recent runs")
     sp.add_argument("--limit", type=int, default=20)
+    for module in COMMAND_MODULES:
+        _register_plugin(module, sub, add)
     return p
+
+
+# Capabilities with several commands (CDC, Serve, review, metrics) register them from their own module:
+# each module defines `register(add)` where `add(name, fn, help, pipeline_arg)` returns an argparse parser.
+COMMAND_MODULES: list[str] = []
+
+
+def _register_plugin(module: str, sub, add) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if (exc.name or "").startswith(("eai_ray", "actors", "serve_deployments")):
+            raise
+        return  # an optional dependency is missing: its commands say so when they are added
+    mod.register(add)
 
 
 def main(argv: list[str] | None = None) -> int:
