@@ -123,6 +123,30 @@ class CommitConflict(TransientError):
     """Another writer committed first; retry the commit on the new table state."""
 
 
+class ModelError(EaiError):
+    """An embedding or language model failed. Subclasses say whether a retry can help."""
+
+
+class ModelNotAvailable(ModelError, UserError):
+    """A model or its optional dependency is not installed or not configured (install hint in the message)."""
+
+
+class LLMError(ModelError):
+    """A language-model backend failed (bad answer, refused request)."""
+
+
+class LLMUnavailable(LLMError, TransientError):
+    """The LLM endpoint cannot be reached, answered 5xx or 429."""
+
+
+class LLMTimeout(LLMUnavailable):
+    """The completion did not finish within its timeout."""
+
+
+class LLMAuthError(LLMError, UserError):
+    """The LLM endpoint rejected the key (401/403): retrying cannot help."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when a retry may help: our transient errors and common network failures."""
     if isinstance(exc, EaiError):
