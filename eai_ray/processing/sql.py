@@ -164,8 +164,11 @@ def _supports_external_flag() -> bool:
 
 def fetch_arrow(result) -> pa.Table:
     """A DuckDB result as a pa.Table (`.arrow()` returns a reader in DuckDB >= 1.4)."""
-    out = result.fetch_arrow_table() if hasattr(result, "fetch_arrow_table") else result.arrow()
-    return out if isinstance(out, pa.Table) else out.read_all()
+    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):  # renamed across DuckDB 1.x -> 2.x
+        if hasattr(result, name):
+            out = getattr(result, name)()
+            return out if isinstance(out, pa.Table) else out.read_all()
+    raise RuntimeError("this DuckDB version has no Arrow result API")
 
 
 def dependencies(models: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
