@@ -325,6 +325,27 @@ class Freshness(Model):
     max_age_hours: float = Field(gt=0)
 
 
+class EnrichSpec(Model):
+    """One LLM/embedding enrichment of a silver column into a new column (``eai_ray.processing.enrich``)."""
+    column: str = Field(description="input text column")
+    task: Literal["extract", "classify", "summarize"]
+    output: str | None = Field(default=None, description="new column; default '<column>_<task>'")
+    labels: dict[str, str] | list[str] | None = Field(default=None, description="classify: labels, or label -> description")
+    entity: str | None = Field(default=None, description="extract: what to extract, e.g. 'city names'")
+    method: Literal["auto", "embedding", "llm"] = Field(default="auto", description="classify: auto = label embeddings")
+    max_tokens: int = Field(default=64, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _task_fields(self):
+        if self.task == "classify" and not self.labels:
+            raise ValueError("task 'classify' needs 'labels'")
+        if self.task == "extract" and not self.entity:
+            raise ValueError("task 'extract' needs 'entity' (what to extract, e.g. 'company names')")
+        if not self.output:
+            self.output = f"{self.column}_{self.task}"
+        return self
+
+
 class SilverTable(Model):
     name: str
     source: str = Field(description="'<source name>.<resource name>'")
@@ -334,6 +355,7 @@ class SilverTable(Model):
     rules: list[Rule] = Field(default_factory=list)
     freshness: Freshness | None = None
     on_removed_column: Literal["fill_null", "fail"] = "fill_null"
+    enrich: list[EnrichSpec] = Field(default_factory=list, description="LLM/embedding columns added to silver rows")
 
     @field_validator("source")
     @classmethod

@@ -353,6 +353,8 @@ class PipelineRunner:
             before = good.num_rows
             good = latest_per_key(pl.from_arrow(good), spec.primary_key, spec.sequence_by).to_arrow()
             duplicates += before - good.num_rows
+        if spec.enrich and good.num_rows:
+            good = self._enrich(rep, spec, good)
         rules = _sum_outcomes([r.rules for r in results])
         rep.warnings = {r.rule: r.failed for r in rules if r.action == "warn" and r.failed}
         props = {"bronze_load_id": last_load}
@@ -401,6 +403,20 @@ class PipelineRunner:
         metrics.rows_written(self.cfg.name, silver, "silver", rep.accepted)
         metrics.rows_quarantined(self.cfg.name, silver, rep.quarantined)
         metrics.quality_score(self.cfg.name, silver, rep.quality.get("overall", 1.0))
+
+    def _enrich(self, rep: TableReport, spec: SilverTable, good: pa.Table) -> pa.Table:
+        """LLM enricher (issue 4): new columns on the good rows, as a Ray Data stage when Ray runs."""
+        from eai_ray.processing import enrich as E
+
+        with self.progress.step(f"enrich silver.{spec.name}", total=1) as advance:
+            if self.executor.name == "ray":
+                good = E.enrich_with_ray(good, spec.enrich)
+            else:
+                good = E.enrich_table(good, spec.enrich, E.resolve_client())
+            advance(1)
+        self.store.record_edges([(f"silver.{spec.name}", src, f"silver.{spec.name}", dst, "enrich")
+                                 for src, dst in E.output_columns(spec.enrich)], run_id=self.run_id)
+        return good
 
     def _silver_watermark(self, silver: str) -> int:
         if not self.catalog.table_exists(silver):
