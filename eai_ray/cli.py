@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Capabilities with several commands (CDC, Serve, review, metrics) register them from their own module:
 # each module defines `register(add)` where `add(name, fn, help, pipeline_arg)` returns an argparse parser.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "eai_ray.api.cli",  # eai serve
+]
 
 
 def _register_plugin(module: str, sub, add) -> None:

@@ -107,11 +107,14 @@ class LocalClient:
 class ServeClient:
     """The deployments of a running ``eai serve`` application, through Serve handles."""
 
-    def __init__(self, app_name: str = SERVE_APP) -> None:
-        from ray import serve
-
-        self._emb = serve.get_deployment_handle(EMBEDDER_DEPLOYMENT, app_name=app_name)
-        self._llm = serve.get_deployment_handle(LLM_DEPLOYMENT, app_name=app_name)
+    def __init__(self, app_name: str = SERVE_APP, *, embedder=None, llm=None) -> None:
+        if embedder is None or llm is None:
+            from ray import serve
+            embedder = embedder or serve.get_deployment_handle(EMBEDDER_DEPLOYMENT, app_name=app_name)
+            llm = llm or serve.get_deployment_handle(LLM_DEPLOYMENT, app_name=app_name)
+        self._emb = embedder
+        self._llm = llm
+        self.llm = ServeLLM(llm)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self._emb.embed.remote(texts).result(), dtype=np.float32)
@@ -130,6 +133,29 @@ class ServeClient:
                 cause = getattr(exc, "cause", None)
                 out.append(cause if isinstance(cause, EaiError) else LLMError(f"{type(exc).__name__}: {exc}"[:300]))
         return out
+
+
+class ServeLLM:
+    """The ``LLM`` protocol over the LLM deployment's handle (for code that wants one LLM object)."""
+
+    model = "serve:" + LLM_DEPLOYMENT
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def complete(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0,
+                 stop: list[str] | None = None, timeout: float = 60.0, system: str | None = None) -> Completion:
+        resp = self._handle.complete.remote(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                                            timeout=timeout, system=system)
+        try:
+            return Completion(**resp.result(timeout_s=timeout + 5))
+        except EaiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unwrap the replica's typed error when Serve wrapped it
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, EaiError):
+                raise cause from None
+            raise LLMError(f"LLM deployment failed: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
 def _result(fut):

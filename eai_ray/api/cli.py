@@ -1,0 +1,65 @@
+"""`eai serve`: start the AI application (Embedder, LLM, HTTP API) on Ray Serve and print its URL.
+
+Without RAY_ADDRESS it starts a local Ray and keeps serving until Ctrl-C; with RAY_ADDRESS (or
+``--address``) it deploys to that cluster and returns (the application keeps running there).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+
+def register(add) -> None:
+    sp = add("serve", cmd_serve, "serve the AI layer over HTTP (Ray Serve): /v1/embed, /v1/enrich, /v1/map, /v1/sql",
+             None)
+    sp.add_argument("--host", default=None, help="bind address (default EAI_SERVE_HOST or 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="HTTP port (default EAI_SERVE_PORT or 8000)")
+    sp.add_argument("--address", default=None, help="Ray cluster address (default RAY_ADDRESS; none: a local Ray)")
+    sp.add_argument("--gpu", action="store_true", default=None, help="Embedder replicas ask for a GPU (EAI_SERVE_GPU=1)")
+    sp.add_argument("--llm-backend", choices=["local", "openai", "vllm", "none"], default=None,
+                    help="LLM backend (default EAI_LLM_BACKEND or local)")
+    sp.add_argument("--no-auth", action="store_true", help="accept requests without the API key (local experiments only)")
+    sp.add_argument("--detach", action="store_true", help="return after deploying even on a local Ray (it stops with this process anyway)")
+
+
+def cmd_serve(args) -> int:
+    from eai_ray.api.settings import ServeSettings, resolve_api_key, sha256
+    from eai_ray.config import RayConfig
+    from eai_ray.processing.enrich import SERVE_APP
+    from eai_ray.runtime import ensure_ray
+
+    settings = ServeSettings.from_env(host=args.host, port=args.port, gpu=args.gpu)
+    app_args: dict = {"gpu": settings.gpu}
+    if args.llm_backend:
+        app_args["llm_backend"] = args.llm_backend
+    if args.no_auth:
+        app_args["auth"] = False
+        key_note = "authentication OFF (--no-auth)"
+    else:
+        key, where = resolve_api_key(create=True)
+        app_args["api_key_sha256"] = sha256(key)  # only the hash travels to the replicas
+        key_note = f"API key from {where} (send it as X-API-Key or Authorization: Bearer)"
+
+    info = ensure_ray(RayConfig(address=args.address), quiet=True)
+    from ray import serve
+
+    from serve_deployments.app import build_app
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    print(f"starting {SERVE_APP} on Ray ({'local' if info['local'] else info['address']}); first start loads the models...",
+          flush=True)
+    t0 = time.perf_counter()
+    serve.run(build_app(app_args), name=SERVE_APP, route_prefix=settings.route_prefix, blocking=False)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{settings.port}"
+    print(f"serving at {url}  (docs: {url}/docs, ready in {time.perf_counter() - t0:.1f}s)")
+    print(key_note)
+    if not info["local"] or args.detach:
+        return 0
+    print("Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
