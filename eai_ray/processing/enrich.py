@@ -363,7 +363,7 @@ def enrich_dataset(ds, specs: Sequence[EnrichSpec], *, via: str | None = None, b
 
 
 def enrich_with_ray(table: pa.Table, specs: Sequence[EnrichSpec], *, via: str | None = None,
-                    batch_size: int = 64) -> pa.Table:
+                    batch_size: int = 64, num_cpus: float = 1) -> pa.Table:
     """Run the Ray Data stage over an in-memory table on the connected Ray; rows keep their order."""
     import ray
     import pyarrow.compute as pc
@@ -372,7 +372,7 @@ def enrich_with_ray(table: pa.Table, specs: Sequence[EnrichSpec], *, via: str | 
         return enrich_table(table, specs, LocalClient())
     row = "_eai_enrich_row"  # Ray Data may reorder blocks: put the rows back in input order
     indexed = table.append_column(row, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    ds = enrich_dataset(ray.data.from_arrow(indexed), specs, via=via, batch_size=batch_size)
+    ds = enrich_dataset(ray.data.from_arrow(indexed), specs, via=via, batch_size=batch_size, num_cpus=num_cpus)
     parts = [p for p in ray.get(ds.to_arrow_refs()) if p.num_rows]
     out = pa.concat_tables(parts, promote_options="permissive")
     out = out.take(pc.sort_indices(out.column(row)))

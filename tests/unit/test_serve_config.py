@@ -1,0 +1,28 @@
+"""configs/serve.yaml is a valid Serve config whose args the application builder accepts."""
+from pathlib import Path
+
+import yaml
+
+from eai_ray.api.settings import ApiSettings, ServeSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_yaml_points_at_the_builder_with_known_args():
+    from ray.serve.schema import ServeDeploySchema
+
+    data = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+    ServeDeploySchema.model_validate(data) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(data)
+    app = data["applications"][0]
+    assert app["import_path"] == "serve_deployments.app:build_app" and app["name"] == "eai"
+    known = set(ApiSettings.model_fields) | {"gpu", "embedder_replicas", "llm_replicas", "llm_backend"}
+    assert set(app["args"]) <= known
+    assert app["args"]["auth"] is True
+
+
+def test_serve_settings_from_env(monkeypatch):
+    monkeypatch.setenv("EAI_SERVE_GPU", "1")
+    monkeypatch.setenv("EAI_SERVE_PORT", "9001")
+    s = ServeSettings.from_env()
+    assert s.gpu and s.port == 9001
+    assert ServeSettings.from_env(gpu=False).gpu is False
