@@ -1,0 +1,672 @@
+"""NL-to-SQL: a question -> SQL grounded in the semantic layer (or an LLM) -> sqlglot validation ->
+repair -> read-only execution -> an answer with its confidence and the tables and columns used.
+
+Grounded composition first: the question is linked to metrics, dimensions, filter values, time
+ranges, ordering and limits by embeddings and generic patterns (no question-specific rules), then
+compiled by `SemanticModel.compile`. When that fails and an LLM is configured, the LLM writes SQL
+from the schema with few-shot examples, and validation/execution errors go back to it (repair loop).
+
+Example::
+
+    answer("revenue by customer region in 1995", catalog=tables, semantic=SemanticModel.load("configs/semantic/tpch.yaml"))
+"""
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from eai_ray.errors import SqlValidationError, UserError
+from eai_ray.processing.sql import column_lineage, run_select, validate_select
+from eai_ray.storage.semantic import Filter, SemanticModel
+
+# ---------------------------------------------------------------------- safety
+_WRITE = re.compile(r"\b(delete|drop|truncate|update|insert|alter|create|grant|revoke|merge|upsert|replace|"
+                    r"attach|detach|copy|vacuum|pragma|install|load|export|import|overwrite|erase|wipe|remove|"
+                    r"modify|rename|set)\b", re.I)
+_SYSTEM = re.compile(r"\b(information_schema|pg_catalog|pg_\w+|sqlite_master|sqlite_\w+|duckdb_\w+|"
+                     r"system\s+(tables?|catalogs?)|read_csv\w*|read_parquet|read_json\w*|glob\s*\(|getenv|"
+                     r"(system|internal)\s+catalog|catalog\s+tables|metadata\s+tables)\b", re.I)
+_MULTI = re.compile(r";\s*\S")
+
+
+def refusal(question: str) -> str | None:
+    """Why a question is refused (it asks to change data, read system catalogs, or run several statements)."""
+    q = question.strip()
+    m = _WRITE.search(q)
+    if m:
+        word = m.group(1).lower()
+        if word == "set" and not re.search(r"\bset\s+\w+\s*=|\bset\b.*\b(to|=)\b", q, re.I):
+            pass
+        elif word in ("remove", "modify", "rename", "replace", "load", "import", "export") and \
+                not re.search(r"\b(table|row|rows|record|records|column|data|database|schema|from)\b", q, re.I):
+            pass
+        else:
+            return f"the question asks to change data or the database ('{m.group(1)}'): only read-only questions are answered"
+    if _SYSTEM.search(q):
+        return "system catalogs, files and settings cannot be queried: only lakehouse tables"
+    if _MULTI.search(q):
+        return "several statements are not allowed: ask one question"
+    return None
+
+
+# ---------------------------------------------------------------------- catalog access
+def catalog_schema(catalog, namespaces=("silver", "gold")) -> dict[str, dict[str, str]]:
+    """{ns.table: {column: type}} of a pyiceberg catalog or a {name: pa.Table} mapping."""
+    if isinstance(catalog, Mapping):
+        return {k: {f.name: str(f.type) for f in v.schema} for k, v in catalog.items()}
+    out = {}
+    for ns in namespaces:
+        try:
+            idents = catalog.list_tables(ns)
+        except Exception:  # namespace missing
+            continue
+        for ident in idents:
+            tbl = catalog.load_table(ident)
+            out[".".join(ident)] = {f.name: str(f.field_type) for f in tbl.schema().fields}
+    return out
+
+
+def _read_tables(catalog, names: list[str]) -> dict[str, pa.Table]:
+    if isinstance(catalog, Mapping):
+        return {n: catalog[n] for n in names}
+    return {n: catalog.load_table(n).scan().to_arrow() for n in names}
+
+
+# ---------------------------------------------------------------------- linking
+_STOP = {"the", "a", "an", "of", "in", "for", "by", "per", "what", "is", "are", "was", "were", "which", "who",
+         "show", "me", "list", "give", "tell", "how", "many", "much", "and", "with", "to", "from", "on", "each",
+         "every", "their", "its", "all", "that", "have", "has", "had", "did", "do", "does", "total", "during",
+         "between", "than", "more", "less", "top", "most", "highest", "lowest", "there", "be", "it", "as", "at",
+         "or", "into", "over", "under", "above", "below", "find", "get", "compute", "calculate", "please"}
+_GRAINS = {"year": "year", "years": "year", "yearly": "year", "annual": "year", "annually": "year",
+           "month": "month", "months": "month", "monthly": "month", "quarter": "quarter", "quarters": "quarter",
+           "quarterly": "quarter", "week": "week", "weeks": "week", "weekly": "week", "day": "day", "days": "day",
+           "daily": "day"}
+_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
+_MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
+_ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
+_GROUP_CUE = re.compile(r"\b(?:grouped by|broken down by|split by|for each|for every|in each|by|per|each|across)\s+"
+                        r"((?:[a-z_]+\s?){1,4}?)(?=\s*(?:\b(?:in|for|with|where|during|between|from|since|before|"
+                        r"after|and|who|that|whose|when|ordered|sorted|having|of|on|top)\b|,|\?|\.|$))", re.I)
+
+
+@dataclass
+class Plan:
+    metrics: list[str] = field(default_factory=list)
+    dimensions: list[str] = field(default_factory=list)
+    filters: list[Filter] = field(default_factory=list)
+    time_range: tuple[dt.date | None, dt.date | None] | None = None
+    time_dimension: str | None = None
+    order_by: list[tuple[str, bool]] = field(default_factory=list)
+    limit: int | None = None
+    scores: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Linker:
+    """Embeds the semantic model's metrics and dimensions once; links question spans to them."""
+
+    def __init__(self, model: SemanticModel, *, encode=None, values: dict[str, list[str]] | None = None) -> None:
+        from eai_ray.processing.mapping.scorer import default_encoder
+        self.model = model
+        self.encode = encode or default_encoder()
+        self.values = values or {}
+        self.metric_texts: list[tuple[str, str]] = []
+        for m in model.metrics.values():
+            for t in [m.name.replace("_", " "), *m.synonyms, m.description]:
+                if t:
+                    self.metric_texts.append((m.name, t.lower()))
+        self.dim_texts: list[tuple[str, str]] = []
+        for ref, ent, d in model.dimension_refs():
+            words = [d.name.replace("_", " "), f"{ent.name.replace('_', ' ')} {d.name.replace('_', ' ')}", *d.synonyms]
+            if d.description:
+                words.append(d.description)
+            for t in words:
+                self.dim_texts.append((ref, t.lower()))
+        for ent in model.spec.entities:  # an entity named alone means its label (first) dimension
+            if ent.dimensions:
+                for t in [ent.name.replace("_", " "), *ent.synonyms]:
+                    self.dim_texts.append((f"{ent.name}.{ent.dimensions[0].name}", t.lower()))
+        self.schema_phrases = sorted({t for _, t in self.metric_texts + self.dim_texts if len(t.split()) <= 3},
+                                     key=len, reverse=True)
+        self.mvecs = self.encode([t for _, t in self.metric_texts])
+        self.dvecs = self.encode([t for _, t in self.dim_texts])
+
+    def best(self, phrase: str, kind: str, *, allowed=None) -> tuple[str | None, float]:
+        texts, vecs = (self.metric_texts, self.mvecs) if kind == "metric" else (self.dim_texts, self.dvecs)
+        phrase = phrase.lower().strip()
+        if not phrase:
+            return None, 0.0
+        v = self.encode([phrase])[0]
+        sims = vecs @ v
+        best: dict[str, float] = {}
+        ptoks = set(_words(phrase))
+        for (name, text), s in zip(texts, sims):
+            if allowed is not None and name not in allowed:
+                continue
+            s = float(s)
+            if text == phrase:
+                s += 0.3
+            elif ptoks and ptoks <= set(_words(text)):
+                s += 0.1
+            best[name] = max(best.get(name, -1.0), s)
+        if not best:
+            return None, 0.0
+        name = max(best, key=best.get)
+        return name, best[name]
+
+
+def _words(s: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", s.lower())
+
+
+def _spans(words: list[str], n_max: int = 4) -> list[tuple[int, int, str]]:
+    out = []
+    for i in range(len(words)):
+        for j in range(i + 1, min(len(words), i + n_max) + 1):
+            span = words[i:j]
+            if span[0] in _STOP or span[-1] in _STOP:
+                continue
+            out.append((i, j, " ".join(span)))
+    return out
+
+
+def parse_question(question: str, model: SemanticModel, linker: Linker, *, today: dt.date | None = None) -> Plan:
+    """Link a question to metrics, dimensions, filters, a time range, ordering and a limit."""
+    today = today or dt.date.today()
+    plan = Plan()
+    q = question.strip()
+    ql = q.lower()
+    consumed = ql
+
+    # -- filter values (longest first), masked out of the text afterwards
+    masked = ql
+    for ph in linker.schema_phrases:  # 'ship mode' is a column name, not the value 'SHIP'
+        if len(ph.split()) >= 2:
+            masked = re.sub(r"(?<![a-z0-9])" + re.escape(ph) + r"(?![a-z0-9])", lambda m: "#" * len(m.group()), masked)
+    hits = []
+    for ref, vals in linker.values.items():
+        for v in vals:
+            if len(v) < 2:
+                continue
+            for m in re.finditer(r"(?<![A-Za-z0-9])" + re.escape(v.lower()) + r"(?![A-Za-z0-9])", masked):
+                hits.append((m.start(), m.end(), ref, v))
+    hits.sort(key=lambda h: (-(h[1] - h[0]), h[0]))
+    taken: list[tuple[int, int]] = []
+    by_value: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for s, e, ref, v in hits:
+        if any(s < b and a < e for a, b in taken if (a, b) != (s, e)):
+            continue
+        if (s, e) not in by_value:
+            taken.append((s, e))
+        by_value.setdefault((s, e), []).append((ref, v))
+    for (s, e), cands in sorted(by_value.items()):
+        ref, v = _pick_value_dim(ql, s, cands, model)
+        plan.filters.append(Filter(ref, "=", v))
+        plan.notes.append(f"'{v}' -> {ref}")
+        consumed = consumed[:s] + " " * (e - s) + consumed[e:]
+
+    # -- time range
+    tr, consumed = _time_range(consumed, today)
+    if tr:
+        plan.time_range = tr
+
+    # -- numeric comparisons
+    comps = []
+    for m in re.finditer(r"((?:[a-z_]+\s){0,4}?)(more than|greater than|higher than|larger than|bigger than|over|above|"
+                         r"at least|exceeding|less than|fewer than|lower than|smaller than|below|under|at most)\s+\$?"
+                         r"(\d[\d,]*(?:\.\d+)?)\s*((?:[a-z_]+\s?){0,3})", consumed):
+        before, cmp_, num, after = m.group(1), m.group(2), m.group(3), m.group(4)
+        value = float(num.replace(",", ""))
+        value = int(value) if value.is_integer() else value
+        op = ">" if cmp_ in ("more than", "greater than", "higher than", "larger than", "bigger than", "over",
+                             "above", "exceeding") else "<" if cmp_ in ("less than", "fewer than", "lower than",
+                                                                        "smaller than", "below", "under") else \
+            ">=" if cmp_ == "at least" else "<="
+        comps.append((before.strip(), after.strip(), op, value))
+        consumed = consumed[:m.start(2)] + " " * (m.end(3) - m.start(2)) + consumed[m.end(3):]
+
+    # -- order / limit
+    m = re.search(r"\b(top|bottom|first|best|worst|largest|smallest|highest|lowest)\s+(\d+)\b", consumed)
+    superl = re.search(r"\b(highest|most|largest|biggest|greatest|best|top|maximum|lowest|least|smallest|fewest|"
+                       r"worst|minimum|bottom)\b", consumed)
+    desc = True
+    if m:
+        plan.limit = int(m.group(2))
+        desc = m.group(1) not in ("bottom", "worst", "smallest", "lowest")
+        consumed = consumed[:m.start(2)] + " " * (m.end(2) - m.start(2)) + consumed[m.end(2):]
+    elif superl and re.search(r"\b(which|what|who)\b", consumed) and not re.search(
+            r"\b(rank|sorted|order(ed)? by)\b", consumed):
+        plan.limit = 1
+        desc = superl.group(1) not in ("lowest", "least", "smallest", "fewest", "worst", "minimum", "bottom")
+    elif superl:
+        desc = superl.group(1) not in ("lowest", "least", "smallest", "fewest", "worst", "minimum", "bottom")
+
+    # -- group-by dimensions
+    dims: list[tuple[str, float]] = []
+    group_phrases = []
+    for g in _GROUP_CUE.finditer(consumed):
+        group_phrases.append(g.group(1).strip())
+        rest = consumed[g.end():]
+        while True:
+            more = re.match(r"\s*(?:,|and)\s+((?:[a-z_]+\s?){1,3}?)(?=\s*(?:\b(?:in|for|with|where|during|and|of|"
+                            r"on)\b|,|\?|\.|$))", rest)
+            if not more:
+                break
+            group_phrases.append(more.group(1).strip())
+            rest = rest[more.end():]
+    lead = re.match(r"^\s*((?:[a-z_]+\s?){1,3}?)\s+(?:with|that|whose|having|where)\b", consumed)
+    if lead:
+        group_phrases.append(lead.group(1).strip())
+    wh = re.search(r"\b(?:which|what|each|every)\s+((?:[a-z_]+\s?){1,3}?)(?=\s+(?:has|have|had|is|are|was|were|"
+                   r"bought|sold|placed|shipped|generated|made|spent|with|by|in|got|received|did)\b)", consumed)
+    if wh:
+        group_phrases.append(wh.group(1).strip())
+    tm = re.search(r"\b(?:top|bottom|first|best|worst|largest|smallest|highest|lowest)\s+((?:[a-z_]+\s*){1,4})", consumed)
+    if tm and m:
+        head = []
+        for w in tm.group(1).split():
+            if w in ("by", "in", "with", "for", "of", "ranked", "terms", "on", "and"):
+                break
+            head.append(w)
+        if head:
+            group_phrases.append(" ".join(head))
+    for word in re.findall(r"\b(yearly|annual|annually|monthly|quarterly|weekly|daily)\b", consumed):
+        group_phrases.append(word)
+    lst = re.match(r"^\s*(?:list|show|name|display|give me|what are)\s+(?:all\s+)?(?:the\s+)?((?:[a-z_]+\s?){1,3}?)"
+                   r"(?=\s+(?:in|from|of|with|whose|that|who|where|for)\b|\s*\??$)", consumed)
+    grains_seen: list[str] = []
+    dim_phrases: list[str] = []
+    for phrase in group_phrases:
+        words = [w for w in _words(phrase) if w not in _STOP]
+        if not words:
+            continue
+        if len(words) == 1 and words[0] in _GRAINS:
+            grains_seen.append(_GRAINS[words[0]])
+            continue
+        ref, score = linker.best(" ".join(words), "dim")
+        mref, mscore = linker.best(" ".join(words), "metric")
+        if ref and score >= 0.45 and not (mref and mscore > score):
+            dims.append((ref, score))
+            dim_phrases.append(" ".join(words))
+    # -- metrics
+    words = _words(consumed)
+    met_scores: dict[str, tuple[float, int, int]] = {}
+    for i, j, span in _spans(words):
+        name, score = linker.best(span, "metric")
+        if i > 0 and words[i - 1] in ("from", "for", "to", "in", "with", "among", "by", "per", "each"):
+            score -= 0.25  # "revenue from customers": the entity qualifies the metric, it is not the metric
+        if lst and span in lst.group(1):
+            continue  # "list the suppliers": a listing, not a count
+        if any(span in g for g in dim_phrases):
+            score -= 0.3  # "top 10 customers by revenue": the grouping noun is not the metric
+        score += 0.03 * (j - i - 1)  # longer exact phrases are more specific
+        if name and score > met_scores.get(name, (0, 0, 0))[0]:
+            met_scores[name] = (score, i, j)
+    ranked = sorted(met_scores.items(), key=lambda kv: -kv[1][0])
+    if ranked and ranked[0][1][0] >= 0.55:
+        top, (s0, i0, j0) = ranked[0]
+        plan.metrics.append(top)
+        plan.scores.append(min(1.0, s0))
+        if re.search(r"\band\b", consumed):
+            for name, (s, i, j) in ranked[1:4]:
+                if s >= 0.7 and (j <= i0 or i >= j0) and s >= s0 - 0.2:
+                    plan.metrics.append(name)
+                    plan.scores.append(min(1.0, s))
+                    break
+    # numeric comparisons -> WHERE on a numeric dimension or HAVING on a metric
+    numeric_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "numeric"}
+    for before, after, op, value in comps:
+        best = (None, 0.0, "")
+        for phrase in (after, before):
+            ph = " ".join(w for w in _words(phrase) if w not in _STOP)
+            if not ph:
+                continue
+            mref, ms = linker.best(ph, "metric")
+            dref, ds = linker.best(ph, "dim", allowed=numeric_dims)
+            if mref and ms > best[1] and ms >= 0.5 and (phrase is after or not dref or ms > ds):
+                best = (mref, ms, "metric")
+            if dref and ds > best[1] and ds >= 0.45:
+                best = (dref, ds, "dim")
+        if best[0]:
+            plan.filters.append(Filter(best[0], op, value))
+            if best[2] == "metric" and best[0] not in plan.metrics:
+                plan.metrics.append(best[0])
+                plan.scores.append(min(1.0, best[1]))
+            plan.notes.append(f"{op} {value} -> {best[0]}")
+    if lst and not plan.metrics:
+        ref, score = linker.best(" ".join(w for w in _words(lst.group(1)) if w not in _STOP), "dim")
+        if ref and score >= 0.45:
+            dims.append((ref, score))
+    # time dimension and grains
+    base = model.base_entity(plan.metrics[0]) if plan.metrics else None
+    td = _time_dimension(consumed, model, base)
+    if grains_seen and td:
+        for g in grains_seen:
+            dims.append((f"{td}__{g}", 0.9))
+    seen = set()
+    for ref, score in dims:
+        if ref not in seen and not any(f.field == ref and f.op == "=" for f in plan.filters):
+            seen.add(ref)
+            plan.dimensions.append(ref)
+            plan.scores.append(min(1.0, score))
+    if plan.time_range:
+        plan.time_dimension = td
+        if td is None:
+            plan.notes.append("time range ignored: no time dimension reachable")
+            plan.scores.append(0.3)
+    if plan.metrics and (plan.limit or superl):
+        plan.order_by = [(plan.metrics[0], desc)]
+    return plan
+
+
+def _pick_value_dim(ql: str, start: int, cands: list[tuple[str, str]], model: SemanticModel) -> tuple[str, str]:
+    if len(cands) == 1:
+        return cands[0]
+    window = {_stem(w) for w in _words(ql[max(0, start - 60):start])}
+    everywhere = {_stem(w) for w in _words(ql)}
+
+    def score(c):
+        ent = model.entities[c[0].split(".")[0]]
+        names = set(_words(ent.name)) | {w for s in ent.synonyms for w in _words(s)} | set(_words(ent.description))
+        names = {_stem(w) for w in names} - {"nation", "country", "region", "the", "of"}
+        return (len(names & window), len(names & everywhere))
+    return max(cands, key=score)
+
+
+def _stem(w: str) -> str:
+    return w[:-1] if w.endswith("s") and len(w) > 3 else w
+
+
+def _time_dimension(text: str, model: SemanticModel, base: str | None) -> str | None:
+    words = set(_words(text))
+    best, best_hits = None, 0
+    for ref, ent, d in model.dimension_refs():
+        if d.type != "time":
+            continue
+        keys = set(_words(d.name)) - {"date", "at", "time"} | {w for s in d.synonyms for w in _words(s)} - {"date"}
+        hits = len(keys & words)
+        if hits > best_hits:
+            best, best_hits = ref, hits
+    if best:
+        return best
+    if base and model.entities[base].time_dimension:
+        return f"{base}.{model.entities[base].time_dimension}"
+    return None
+
+
+def _time_range(text: str, today: dt.date) -> tuple[tuple[dt.date | None, dt.date | None] | None, str]:
+    def cut(m):
+        return text[:m.start()] + " " * (m.end() - m.start()) + text[m.end():]
+
+    def qstart(y, qn):
+        return dt.date(y, 3 * (qn - 1) + 1, 1)
+
+    def add_months(d, n):
+        y, mo = divmod(d.month - 1 + n, 12)
+        return dt.date(d.year + y, mo + 1, 1)
+
+    m = re.search(r"\bbetween\s+(\d{4}-\d{2}-\d{2})\s+and\s+(\d{4}-\d{2}-\d{2})", text)
+    if m:
+        return (dt.date.fromisoformat(m.group(1)), dt.date.fromisoformat(m.group(2)) + dt.timedelta(days=1)), cut(m)
+    m = re.search(r"\b(?:from|between)\s+((?:19|20)\d\d)\s+(?:to|and|until|through)\s+((?:19|20)\d\d)\b", text)
+    if m:
+        return (dt.date(int(m.group(1)), 1, 1), dt.date(int(m.group(2)) + 1, 1, 1)), cut(m)
+    m = re.search(r"\b(?:in\s+|during\s+)?(?:q([1-4])|the\s+(first|second|third|fourth|1st|2nd|3rd|4th)\s+quarter)"
+                  r"\s+(?:of\s+)?((?:19|20)\d\d)\b", text)
+    if m:
+        qn = int(m.group(1)) if m.group(1) else _ORD[m.group(2)]
+        y = int(m.group(3))
+        return (qstart(y, qn), add_months(qstart(y, qn), 3)), cut(m)
+    m = re.search(r"\b(?:in\s+|during\s+)?(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) +
+                  r")\.?\s+(?:of\s+)?((?:19|20)\d\d)\b", text)
+    if m:
+        start = dt.date(int(m.group(2)), _MONTHS[m.group(1)], 1)
+        return (start, add_months(start, 1)), cut(m)
+    m = re.search(r"\b(before|until|after|since|from)\s+(\d{4}-\d{2}-\d{2}|(?:19|20)\d\d)\b", text)
+    if m:
+        v = m.group(2)
+        d = dt.date.fromisoformat(v) if "-" in v else dt.date(int(v), 1, 1)
+        if m.group(1) in ("before", "until"):
+            return (None, d), cut(m)
+        if m.group(1) == "after" and "-" not in v:
+            d = dt.date(int(v) + 1, 1, 1)
+        elif m.group(1) == "after":
+            d = d + dt.timedelta(days=1)
+        return (d, None), cut(m)
+    m = re.search(r"\b(?:in|during|for|of)\s+(?:the\s+year\s+)?((?:19|20)\d\d)\b", text)
+    if m:
+        y = int(m.group(1))
+        return (dt.date(y, 1, 1), dt.date(y + 1, 1, 1)), cut(m)
+    m = re.search(r"\b(last|past|previous)\s+(\d+\s+)?(day|week|month|quarter|year)s?\b", text)
+    if m:
+        n = int(m.group(2) or 1)
+        unit = m.group(3)
+        if unit == "day":
+            return (today - dt.timedelta(days=n), today + dt.timedelta(days=1)), cut(m)
+        if unit == "week":
+            return (today - dt.timedelta(weeks=n), today + dt.timedelta(days=1)), cut(m)
+        months = {"month": 1, "quarter": 3, "year": 12}[unit] * n
+        if m.group(2):  # "last 3 months": a rolling window
+            return (add_months(today.replace(day=1), -months + 1) if False else _shift(today, months), today + dt.timedelta(days=1)), cut(m)
+        # "last quarter": the previous full calendar period
+        if unit == "quarter":
+            cur = qstart(today.year, (today.month - 1) // 3 + 1)
+            return (add_months(cur, -3), cur), cut(m)
+        if unit == "month":
+            cur = today.replace(day=1)
+            return (add_months(cur, -1), cur), cut(m)
+        return (dt.date(today.year - 1, 1, 1), dt.date(today.year, 1, 1)), cut(m)
+    m = re.search(r"\b(this|current)\s+(month|quarter|year)\b|\byear to date\b|\bytd\b", text)
+    if m:
+        unit = m.group(2) or "year"
+        if unit == "month":
+            start = today.replace(day=1)
+        elif unit == "quarter":
+            start = qstart(today.year, (today.month - 1) // 3 + 1)
+        else:
+            start = dt.date(today.year, 1, 1)
+        return (start, today + dt.timedelta(days=1)), cut(m)
+    return None, text
+
+
+def _shift(today: dt.date, months: int) -> dt.date:
+    y, mo = divmod(today.month - 1 - months, 12)
+    day = min(today.day, calendar.monthrange(today.year + y, mo + 1)[1])
+    return dt.date(today.year + y, mo + 1, day)
+
+
+# ---------------------------------------------------------------------- values index
+def dimension_values(model: SemanticModel, tables: Mapping[str, pa.Table] | None = None, catalog=None,
+                     *, max_distinct: int = 300) -> dict[str, list[str]]:
+    """Distinct values of low-cardinality categorical dimensions (for filter linking)."""
+    import duckdb
+
+    out: dict[str, list[str]] = {}
+    cache: dict[str, pa.Table] = {}
+    for ref, ent, d in model.dimension_refs():
+        if d.type != "categorical":
+            continue
+        if ent.table not in cache:
+            try:
+                cache[ent.table] = (tables[ent.table] if tables is not None else
+                                    catalog.load_table(ent.table).scan().to_arrow())
+            except Exception:  # table not built yet: no values for its dimensions
+                continue
+        data = cache[ent.table]
+        con = duckdb.connect()
+        try:
+            con.register("t", data)
+            rows = con.execute(f"SELECT DISTINCT CAST({d.sql} AS VARCHAR) FROM t LIMIT {max_distinct + 1}").fetchall()
+        except duckdb.Error:
+            continue
+        finally:
+            con.close()
+        if len(rows) <= max_distinct:
+            out[ref] = [r[0] for r in rows if r[0] is not None and not str(r[0]).isdigit()]
+    return out
+
+
+# ---------------------------------------------------------------------- LLM generation
+def llm_sql(question: str, schema: dict[str, dict[str, str]], llm, *, few_shot=(), error: str | None = None,
+            previous: str | None = None, timeout: float = 60.0) -> str:
+    """Ask an LLM for one SELECT given the schema (and, on repair, the previous SQL and its error)."""
+    lines = [f"{t}({', '.join(f'{c} {ty}' for c, ty in cols.items())})" for t, cols in sorted(schema.items())]
+    shots = "".join(f"Question: {s['question']}\nSQL: {s['sql']}\n\n" for s in list(few_shot)[-4:])
+    prompt = ("Write one DuckDB SQL SELECT query that answers the question. Use only these tables:\n"
+              + "\n".join(lines) + "\n\n" + shots + f"Question: {question}\n")
+    if error and previous:
+        prompt += f"A previous attempt failed.\nSQL: {previous}\nError: {error}\nWrite a corrected query.\n"
+    prompt += "SQL: SELECT"
+    text = llm.complete(prompt, max_tokens=200, temperature=0.0, stop=["\n\n", ";", "Question:"], timeout=timeout).text
+    sql = text.strip()
+    m = re.search(r"```(?:sql)?\s*(.*?)```", sql, re.S)
+    if m:
+        sql = m.group(1).strip()
+    if not re.match(r"(?is)^\s*(select|with)\b", sql):
+        sql = "SELECT " + sql
+    return sql.split(";")[0].strip()
+
+
+# ---------------------------------------------------------------------- answer
+def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | None = None, llm=None,
+           execute: bool = True, limit: int = 1000, today: dt.date | None = None, few_shot=(),
+           values: dict[str, list[str]] | None = None, linker: Linker | None = None, repairs: int = 2,
+           dbt_dir: str | Path | None = None, dbt_name: str | None = None) -> dict[str, Any]:
+    """Answer a question with one validated, read-only SELECT.
+
+    Returns {sql, valid, rows, columns, confidence, tables, used_columns, error, method, plan}.
+    `catalog`: a pyiceberg catalog or {"ns.table": pa.Table}. `semantic`: a SemanticModel or its
+    YAML path. `llm`: any `LLM` (used when the semantic layer cannot answer). Refused questions
+    come back with valid False and the reason in `error`.
+
+    Example::
+
+        answer("how many orders per order priority", catalog=tables, semantic="configs/semantic/tpch.yaml")
+    """
+    out: dict[str, Any] = {"question": question, "sql": None, "valid": False, "rows": [], "columns": [],
+                           "confidence": 0.0, "tables": [], "used_columns": [], "error": None,
+                           "method": None, "plan": None}
+    if not isinstance(question, str) or not question.strip():
+        raise UserError("the question is empty")
+    why = refusal(question)
+    if why:
+        out["error"] = f"refused: {why}"
+        out["refused"] = True
+        return out
+    schema = catalog_schema(catalog)
+    if isinstance(semantic, (str, Path)):
+        semantic = SemanticModel.load(semantic)
+    attempts: list[tuple[str, str, float]] = []  # (method, sql, confidence)
+    if semantic is not None:
+        try:
+            if linker is None:
+                if values is None:
+                    values = dimension_values(semantic, tables=catalog if isinstance(catalog, Mapping) else None,
+                                              catalog=None if isinstance(catalog, Mapping) else catalog)
+                linker = Linker(semantic, values=values)
+            plan = parse_question(question, semantic, linker, today=today)
+            out["plan"] = {"metrics": plan.metrics, "dimensions": plan.dimensions,
+                           "filters": [(f.field, f.op, str(f.value)) for f in plan.filters],
+                           "time_range": [str(x) if x else None for x in plan.time_range] if plan.time_range else None,
+                           "time_dimension": plan.time_dimension, "order_by": plan.order_by, "limit": plan.limit,
+                           "notes": plan.notes}
+            if plan.metrics or plan.dimensions:
+                q = semantic.compile(metrics=plan.metrics, dimensions=plan.dimensions, filters=plan.filters,
+                                     time_range=plan.time_range, time_dimension=plan.time_dimension,
+                                     order_by=plan.order_by, limit=plan.limit)
+                conf = float(np.clip(np.mean(plan.scores) if plan.scores else 0.5, 0, 1))
+                conf *= 0.9 if q.warnings else 1.0
+                attempts.append(("semantic", q.sql, round(conf, 3)))
+        except UserError as exc:
+            out["error"] = f"semantic layer: {exc}"
+    err = None
+    for method, sql, conf in attempts:
+        res = _check_and_run(sql, schema, catalog, execute=execute, limit=limit)
+        if res.get("error") is None:
+            out.update(res, method=method, confidence=conf)
+            return _dbt(out, dbt_dir, dbt_name)
+        err = res["error"]
+    if llm is not None:
+        prev = None
+        for attempt in range(1 + repairs):
+            try:
+                sql = llm_sql(question, schema, llm, few_shot=few_shot, error=err, previous=prev)
+            except Exception as exc:  # model unavailable or timed out: report it, no SQL
+                out["error"] = f"LLM failed: {exc}"
+                return out
+            res = _check_and_run(sql, schema, catalog, execute=execute, limit=limit)
+            if res.get("error") is None:
+                out.update(res, method="llm" if attempt == 0 else f"llm+repair{attempt}",
+                           confidence=round(0.5 / (1 + attempt), 3))
+                return _dbt(out, dbt_dir, dbt_name)
+            err, prev = res["error"], sql
+            out["sql"] = sql
+    out["error"] = err or out["error"] or "the question could not be linked to the semantic model; configure an LLM"
+    return out
+
+
+def _check_and_run(sql: str, schema, catalog, *, execute: bool, limit: int) -> dict[str, Any]:
+    try:
+        vq = validate_select(sql, schema, limit=limit)
+    except SqlValidationError as exc:
+        return {"sql": sql, "valid": False, "error": str(exc)}
+    res: dict[str, Any] = {"sql": vq.sql, "valid": True, "tables": vq.tables, "columns": vq.columns,
+                           "used_columns": sorted({f"{t}.{c}" for t, c, _ in column_lineage(vq, schema)}), "error": None}
+    if execute:
+        try:
+            data = run_select(vq, _read_tables(catalog, vq.tables))
+        except SqlValidationError as exc:
+            return {**res, "valid": False, "error": str(exc)}
+        res["rows"] = data.to_pylist()
+        res["columns"] = data.column_names
+    return res
+
+
+def _dbt(out: dict[str, Any], dbt_dir, name) -> dict[str, Any]:
+    if dbt_dir is not None and out.get("valid"):
+        out["dbt"] = write_dbt_model(out, dbt_dir, name=name)
+    return out
+
+
+def write_dbt_model(ans: dict[str, Any], folder: str | Path, *, name: str | None = None) -> dict[str, str]:
+    """Write an answer as a dbt model: models/<name>.sql (tables as sources) and models/schema.yml."""
+    import sqlglot
+    import yaml
+    from sqlglot import exp
+
+    name = name or re.sub(r"[^a-z0-9]+", "_", ans["question"].lower()).strip("_")[:60] or "answer"
+    models = Path(folder) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    tree = sqlglot.parse_one(ans["sql"], read="duckdb")
+    for t in tree.find_all(exp.Table):
+        if t.db:
+            alias = t.alias_or_name
+            t.replace(exp.Table(this=exp.to_identifier(f"{{{{ source('{t.db}', '{t.name}') }}}}", quoted=False),
+                                alias=exp.TableAlias(this=exp.to_identifier(alias))))
+    sql_path = models / f"{name}.sql"
+    sql_path.write_text(f"-- {ans['question']}\n-- generated by eai-ray NL-to-SQL (confidence {ans['confidence']})\n"
+                        + tree.sql(dialect="duckdb", pretty=True) + "\n")
+    schema_path = models / "schema.yml"
+    doc = yaml.safe_load(schema_path.read_text()) if schema_path.exists() else None
+    doc = doc or {"version": 2, "models": [], "sources": []}
+    doc["models"] = [m for m in doc.get("models", []) if m.get("name") != name] + [{
+        "name": name, "description": ans["question"],
+        "columns": [{"name": c} for c in ans.get("columns", [])]}]
+    srcs = {s["name"]: s for s in doc.get("sources", [])}
+    for t in ans.get("tables", []):
+        ns, tname = t.split(".", 1)
+        s = srcs.setdefault(ns, {"name": ns, "tables": []})
+        if not any(x["name"] == tname for x in s["tables"]):
+            s["tables"].append({"name": tname})
+    doc["sources"] = list(srcs.values())
+    schema_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return {"sql": str(sql_path), "schema": str(schema_path)}
