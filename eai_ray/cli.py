@@ -405,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 # each module defines `register(add)` where `add(name, fn, help, pipeline_arg)` returns an argparse parser.
 COMMAND_MODULES: list[str] = [
     "eai_ray.api.cli",  # eai serve
+    "eai_ray.cdc_cli",  # eai cdc start|status|stop|run
     "eai_ray.processing.mapping.commands",  # eai review list|approve|reject|fix|export
     "eai_ray.storage.semantic_commands",  # eai metrics list|query, eai ask
 ]

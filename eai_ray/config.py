@@ -193,6 +193,27 @@ class RestResource(Model):
     incremental: Incremental | None = None
 
 
+class CdcConfig(Model):
+    """Log-based change capture for a database source (``eai cdc start``)."""
+    slot: str | None = Field(default=None, description="PostgreSQL replication slot; default eai_<pipeline>_<source>")
+    publication: str | None = Field(default=None, description="PostgreSQL publication; default eai_<pipeline>_<source>")
+    server_id: int = Field(default=4242, description="MariaDB/MySQL replica server id of the reader")
+    flush_rows: int = Field(default=5_000, gt=0, description="flush a micro-batch at this many events")
+    flush_seconds: float = Field(default=0.5, gt=0, description="or when its oldest event is this old")
+    transport: Literal["direct", "kafka"] = "direct"
+    kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port] of the Kafka brokers")
+    topic_prefix: str = "eai.cdc"
+    deletes: Literal["remove", "tombstone"] = "remove"
+    scd2: bool = Field(default=False, description="also keep silver.<name>_history (SCD type 2)")
+    on_slot_lost: Literal["resnapshot", "fail"] = "resnapshot"
+
+    @model_validator(mode="after")
+    def _kafka(self):
+        if self.transport == "kafka" and not self.kafka_bootstrap:
+            raise ValueError("transport 'kafka' needs kafka_bootstrap (host:port)")
+        return self
+
+
 class _DbSource(Model):
     name: str
     host: str = "127.0.0.1"
@@ -202,6 +223,7 @@ class _DbSource(Model):
     password: Secret = None
     connect_timeout: float = 10.0
     tables: list[DbTable] = Field(min_length=1)
+    cdc: CdcConfig | None = Field(default=None, description="log-based CDC settings")
 
     @field_validator("password", mode="before")
     @classmethod

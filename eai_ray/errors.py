@@ -147,6 +147,26 @@ class LLMAuthError(LLMError, UserError):
     """The LLM endpoint rejected the key (401/403): retrying cannot help."""
 
 
+class CdcError(EaiError):
+    """Change data capture failed. Subclasses say whether a retry can help."""
+
+
+class SlotLost(CdcError, TerminalError):
+    """The replication slot or binlog position to resume from is gone (dropped, invalidated, purged).
+
+    Resuming would skip changes. The remedy is an incremental re-snapshot of ``tables`` only
+    (the tables this slot fed); ``CdcConsumer`` applies it when ``cdc.on_slot_lost`` is ``resnapshot``.
+    """
+
+
+class CdcSetupError(CdcError, UserError):
+    """The source cannot be captured as configured (wal_level, no key, replica identity, binlog off)."""
+
+
+class UndecodableEvent(CdcError, TerminalError):
+    """A change message could not be decoded; it is quarantined with this reason and the stream goes on."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when a retry may help: our transient errors and common network failures."""
     if isinstance(exc, EaiError):

@@ -8,6 +8,7 @@ os.environ.setdefault("RAY_task_oom_retries", "3")
 pytest_plugins = [
     "tests.integration.cases_files_rest",
     "tests.integration.cases_db",
+    "tests.integration.cdc_services",
 ]
 
 

@@ -1,0 +1,132 @@
+"""`eai cdc start|status|stop|run PIPELINE.yaml`: the CDC consumer actors of a pipeline.
+
+`start` creates one detached, named actor per source with a `cdc:` block on the Ray cluster
+of `ray.address` / RAY_ADDRESS (a CDC consumer outlives the command); `run` consumes in the
+foreground without Ray (Ctrl-C stops it cleanly).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+from eai_ray.errors import ConfigError
+
+
+def register(add) -> None:
+    sp = add("cdc", None, "log-based change data capture: start, inspect and stop CDC consumer actors", None)
+    sub = sp.add_subparsers(dest="cdc_command", required=True)
+    for name, fn, help_ in (("start", cmd_start, "start the CDC actors of a pipeline (detached, on Ray)"),
+                            ("status", cmd_status, "position, lag, events/s and last commit per source"),
+                            ("stop", cmd_stop, "stop the CDC actors of a pipeline"),
+                            ("run", cmd_run, "consume in the foreground, without Ray, until Ctrl-C")):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        p.add_argument("pipeline", help="pipeline YAML file")
+        p.add_argument("--source", help="only this source")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _sources(args):
+    from eai_ray.config import load_pipeline
+    from eai_ray.orchestration.cdc import cdc_sources
+
+    cfg = load_pipeline(args.pipeline)
+    sources = [s for s in cdc_sources(cfg) if not args.source or s.name == args.source]
+    if not sources:
+        raise ConfigError("no source with a 'cdc:' block" + (f" named '{args.source}'" if args.source else ""),
+                          file=args.pipeline, field="sources[].cdc",
+                          expected="cdc: {} on a postgres or mariadb source")
+    return cfg, sources
+
+
+def _ray(cfg, *, need_cluster: bool):
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if need_cluster and not address:
+        raise ConfigError("CDC actors outlive this command, so they need a running Ray cluster",
+                          field="ray.address", expected="ray.address in the YAML or RAY_ADDRESS "
+                          "(ray start --head --port=PORT), or `eai cdc run` to consume in the foreground")
+    from eai_ray.runtime import ensure_ray
+    return ensure_ray(cfg.ray, quiet=True)
+
+
+def _print(args, rows: list[dict]) -> None:
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        lag = r.get("lag") or {}
+        print(f"{r['source']}: {r.get('state', 'absent')}  position={r.get('position')}  "
+              f"lag_bytes={lag.get('lag_bytes', '-')}  events={r.get('events', 0)}  "
+              f"events/s={r.get('events_per_s', 0)}  last_commit={r.get('last_commit_at')}  "
+              f"p99_ms={r.get('latency_p99_ms', '-')}  restarts={r.get('restarts', 0)}"
+              + (f"  error={r['last_error'].get('message')}" if r.get("last_error") else ""))
+
+
+def cmd_start(args) -> int:
+    import ray
+    from actors import cdc_actor
+
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)
+    actors = [(s, cdc_actor.start(cfg, s)) for s in sources]
+    rows = [{"source": s.name, "actor": cdc_actor.actor_name(cfg.name, s.name),
+             **ray.get(a.status.remote(False))} for s, a in actors]
+    _print(args, rows)
+    return 0
+
+
+def cmd_status(args) -> int:
+    import ray
+    from actors import cdc_actor
+
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)
+    rows = []
+    for s in sources:
+        a = cdc_actor.find(cfg, s)
+        rows.append({"source": s.name, **(ray.get(a.status.remote()) if a else {"state": "absent"})})
+    _print(args, rows)
+    return 0 if all(r.get("state") not in ("failed", "absent") for r in rows) else 1
+
+
+def cmd_stop(args) -> int:
+    import ray
+    from actors import cdc_actor
+
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)
+    rows = []
+    for s in sources:
+        a = cdc_actor.find(cfg, s)
+        if a is None:
+            rows.append({"source": s.name, "state": "absent"})
+            continue
+        rows.append({"source": s.name, **ray.get(a.stop.remote())})
+        ray.kill(a, no_restart=True)
+    _print(args, rows)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from eai_ray.orchestration.cdc import build_consumer
+
+    cfg, sources = _sources(args)
+    stop = threading.Event()
+    consumers = [build_consumer(cfg, s.name) for s in sources]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            stop.wait(5)
+            if not args.json:
+                _print(args, [{"source": s.name, **c.status.to_dict()} for s, c in zip(sources, consumers)])
+    except KeyboardInterrupt:
+        print("stopping...", file=sys.stderr)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    _print(args, [{"source": s.name, **c.status.to_dict()} for s, c in zip(sources, consumers)])
+    return 0

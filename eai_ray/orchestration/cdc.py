@@ -1,0 +1,274 @@
+"""The CDC consumer loop: source -> micro-batches -> sink, then acknowledge the source.
+
+A plain class (its clock, source and sink are arguments), driven by ``actors/cdc_actor.py``.
+
+- start: snapshot the tables that never completed one (a fresh slot, or a TEMPORARY slot for
+  tables added later), then stream from where every table's committed position allows;
+- micro-batches hold whole transactions and are flushed at ``flush_rows`` events or when the
+  oldest buffered event is ``flush_seconds`` old; while the sink writes, nothing is read, so a
+  slow sink holds the source back (backpressure) instead of growing memory;
+- the source is acknowledged (PostgreSQL ``flush_lsn``) only after the Iceberg commits;
+- ``SlotLost`` is remedied by an incremental re-snapshot of only the tables that slot fed
+  (``on_slot_lost: resnapshot``), or stops the consumer (``fail``).
+
+Example::
+
+    consumer = CdcConsumer(source, sink, flush_rows=5000, flush_seconds=0.5)
+    consumer.run(stop=threading.Event())
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from eai_ray.errors import EaiError, SlotLost, is_transient
+from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, end_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CdcStatus:
+    state: str = "starting"  # starting | snapshot | streaming | retrying | stopped | failed
+    position: str | None = None
+    resume: str | None = None
+    events: int = 0
+    transactions: int = 0
+    flushes: int = 0
+    snapshot_rows: int = 0
+    quarantined: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    restarts: int = 0
+    resnapshots: list[str] = field(default_factory=list)
+    last_commit_at: str | None = None
+    last_source_commit: str | None = None
+    last_error: dict[str, Any] | None = None
+    buffered: int = 0
+    events_per_s: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)  # commit-to-visible of recent events
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        lat = sorted(self.latency_ms)
+        d.pop("latency_ms")
+        if lat:
+            d["latency_p50_ms"] = round(lat[len(lat) // 2], 1)
+            d["latency_p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1)
+        return d
+
+
+class CdcConsumer:
+    def __init__(self, source, sink, *, flush_rows: int = 5_000, flush_seconds: float = 0.5,
+                 on_slot_lost: str = "resnapshot", clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 latency_window: int = 20_000) -> None:
+        self.source = source
+        self.sink = sink
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.on_slot_lost = on_slot_lost
+        self.clock = clock
+        self.wall = wall
+        self.status = CdcStatus()
+        self._latency: deque[float] = deque(maxlen=latency_window)
+        self._pending: list[ChangeEvent] = []  # whole transactions, ready to flush
+        self._open: list[ChangeEvent] = []  # the transaction being read
+        self._bad: list[BadEvent] = []
+        self._last_tx: TxEnd | None = None
+        self._oldest: float | None = None
+        self._rate: deque[tuple[float, int]] = deque(maxlen=50)
+        self._versions: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ setup
+    def start(self) -> None:
+        self.source.prepare()
+        self.sink.prepare(self.source.tables())
+        if getattr(self.source, "has_slot_state", False):
+            status = self.source.slot_status()
+            if status in (None, "lost"):
+                started = any(self.sink.watermark(self.sink.silver(t)) != ZERO for t in self.sink.specs)
+                if started and self.on_slot_lost == "fail":
+                    raise SlotLost(f"CDC source '{self.sink.source}': slot lost", tables=list(self.sink.specs))
+                self.resnapshot(list(self.sink.specs), new_main_slot=True)
+                return
+        need = self.sink.needs_snapshot()
+        if need:
+            self.resnapshot(need, new_main_slot=False)
+
+    def resnapshot(self, tables: list[str], *, new_main_slot: bool) -> None:
+        """Consistent snapshot of `tables` only; their silver is replaced, bronze logs op 'r' rows."""
+        self.status.state = "snapshot"
+        if new_main_slot or tables:
+            self.status.resnapshots.append(",".join(tables))
+        for chunk in self.source.snapshot(tables, new_main_slot=new_main_slot):
+            stats = self.sink.write_snapshot(chunk)
+            self.status.snapshot_rows += stats.bronze_rows
+            self.status.quarantined += stats.quarantined
+
+    # ------------------------------------------------------------------ loop
+    def run(self, stop: threading.Event, *, max_retries: int | None = None) -> None:
+        """Consume until `stop` is set; transient failures reconnect with backoff."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                self.start()
+                self.status.state = "streaming"
+                attempt = 0
+                self._consume(stop)
+            except SlotLost as exc:
+                self.status.last_error = exc.to_dict()
+                if self.on_slot_lost != "resnapshot":
+                    self.status.state = "failed"
+                    raise
+                self.resnapshot(list(exc.context.get("tables") or self.sink.specs), new_main_slot=True)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                self._reset_buffers()
+                err = exc.to_dict() if isinstance(exc, EaiError) else {"type": type(exc).__name__, "message": str(exc)}
+                self.status.last_error = err
+                if not (is_transient(exc) or _driver_disconnect(exc)):
+                    self.status.state = "failed"
+                    raise
+                attempt += 1
+                self.status.restarts += 1
+                if max_retries is not None and attempt > max_retries:
+                    self.status.state = "failed"
+                    raise
+                self.status.state = "retrying"
+                log.warning("CDC source %s: %s; reconnecting", self.sink.source, err.get("message"))
+                stop.wait(min(5.0, 0.2 * 2 ** min(attempt, 5)))
+            finally:
+                try:
+                    self.source.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass
+        self.status.state = "stopped"
+
+    def _reset_buffers(self) -> None:
+        self._pending, self._open, self._bad = [], [], []
+        self._last_tx, self._oldest = None, None
+        self.status.buffered = 0
+
+    def _consume(self, stop: threading.Event) -> None:
+        _pos, resume = self.sink.resume_point()
+        for item in self.source.stream(resume):
+            if stop.is_set():
+                break
+            if isinstance(item, ChangeEvent):
+                self._check_schema(item)
+                self._open.append(item)
+                if self._oldest is None:
+                    self._oldest = self.clock()
+            elif isinstance(item, TxEnd):
+                self._pending.extend(self._open)
+                self._open = []
+                self._last_tx = item
+                self.status.transactions += 1
+                self.status.buffered = len(self._pending)
+                if len(self._pending) >= self.flush_rows:
+                    self.flush()
+            elif isinstance(item, BadEvent):
+                self._bad.append(item)
+            elif isinstance(item, Heartbeat):
+                if not self._pending and not self._open and not self._bad:
+                    self.source.ack(item.resume)  # idle: let the source free its log
+            if self._last_tx is not None and self._oldest is not None \
+                    and self.clock() - self._oldest >= self.flush_seconds:
+                self.flush()
+        if self._last_tx is not None:
+            self.flush()
+
+    def _check_schema(self, e: ChangeEvent) -> None:
+        known = self._versions.get(e.table)
+        if known is not None and e.schema_version > known:
+            # a source schema change: rediscover types; the sink evolves the tables on its next write
+            if self._pending:
+                self.flush()
+            refresh = getattr(self.source, "refresh", None)
+            if refresh:
+                self.sink.refresh(refresh())
+        self._versions[e.table] = max(known or 0, e.schema_version)
+
+    def flush(self) -> None:
+        """Commit buffered whole transactions to Iceberg, then acknowledge the source."""
+        tx = self._last_tx
+        if tx is None:
+            return
+        events, bad = self._pending, self._bad
+        end = end_of(tx.commit)
+        stats = self.sink.write(events, bad=bad, end=end, resume=tx.resume)
+        self.source.ack(tx.resume)
+        now_wall = self.wall()
+        for e in events:
+            if e.commit_time is not None:
+                self._latency.append((now_wall - e.commit_time).total_seconds() * 1000)
+        self._pending, self._bad, self._last_tx = [], [], None
+        self._oldest = self.clock() if self._open else None
+        s = self.status
+        s.events += len(events)
+        s.flushes += 1
+        s.quarantined += stats.quarantined
+        s.rejected += stats.rejected
+        s.skipped += stats.skipped
+        s.position, s.resume = end, tx.resume
+        s.buffered = 0
+        s.last_commit_at = now_wall.isoformat()
+        s.last_source_commit = tx.commit_time.isoformat() if tx.commit_time else None
+        t = self.clock()
+        self._rate.append((t, s.events))
+        if len(self._rate) > 1 and t > self._rate[0][0]:
+            s.events_per_s = round((s.events - self._rate[0][1]) / (t - self._rate[0][0]), 1)
+        s.latency_ms = list(self._latency)[-2000:]
+
+    def latencies(self) -> list[float]:
+        return list(self._latency)
+
+
+def _driver_disconnect(exc: BaseException) -> bool:
+    """Driver errors that mean 'connection lost' (psycopg2/pymysql raise their own types)."""
+    name = type(exc).__name__
+    return name in ("OperationalError", "InterfaceError", "ConnectionResetError", "BrokenPipeError",
+                    "CommitFailedException", "StreamLostError") or isinstance(exc, OSError)
+
+
+# ---------------------------------------------------------------------- wiring from the pipeline YAML
+def cdc_sources(cfg) -> list:
+    """Sources of the pipeline that have a `cdc:` block."""
+    return [s for s in cfg.sources if getattr(s, "cdc", None) is not None]
+
+
+def build_source(cfg, source):
+    if source.kind == "postgres":
+        from eai_ray.ingestion.cdc.postgres import PostgresCdcSource
+        return PostgresCdcSource(source, pipeline=cfg.name)
+    if source.kind in ("mysql", "mariadb"):
+        from eai_ray.ingestion.cdc.mysql import MySQLCdcSource
+        return MySQLCdcSource(source, pipeline=cfg.name)
+    from eai_ray.errors import CdcSetupError
+    raise CdcSetupError(f"source '{source.name}' ({source.kind}) has no log-based CDC",
+                        source=source.name, expected="a postgres, mysql or mariadb source")
+
+
+def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
+    """The consumer for one source of a pipeline: its CDC source, the Iceberg sink and the settings."""
+    from eai_ray.config import CdcConfig
+    from eai_ray.storage.catalog import open_catalog
+    from eai_ray.storage.cdc_sink import CdcSink
+
+    source = cfg.source(source_name)
+    cdc = source.cdc or CdcConfig()
+    if cdc.transport == "kafka":
+        from eai_ray.errors import CdcSetupError
+        raise CdcSetupError(f"source '{source_name}': cdc.transport 'kafka' is not available yet",
+                            source=source_name, expected="transport: direct")
+    catalog = catalog or open_catalog(cfg)
+    silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}
+    sink = CdcSink(catalog, source=source_name, silver=silver, deletes=cdc.deletes, scd2=cdc.scd2,
+                   run_id=f"cdc-{cfg.name}-{source_name}")
+    return CdcConsumer(build_source(cfg, source), sink, flush_rows=cdc.flush_rows,
+                       flush_seconds=cdc.flush_seconds, on_slot_lost=cdc.on_slot_lost)
