@@ -55,22 +55,27 @@ def build_app(args: dict[str, Any] | None = None):
     """Application builder (``import_path: serve_deployments.app:build_app`` in configs/serve.yaml).
 
     args: ``gpu`` (Embedder asks for one GPU; default EAI_SERVE_GPU), ``embedder_replicas``,
-    ``llm_replicas``, ``llm_backend`` (default EAI_LLM_BACKEND), ``auth``, ``api_key_sha256``,
+    ``llm_replicas``, ``embedder_cpus``/``llm_cpus`` (Ray CPUs per replica, default 1), ``embedder_threads``
+    (torch threads; default Ray's, i.e. the replica's CPUs), ``llm_backend`` (default EAI_LLM_BACKEND), ``auth``, ``api_key_sha256``,
     ``max_body_bytes``, ``max_texts``, ``max_text_chars``, ``max_rows``.
     """
     args = dict(args or {})
     s = ServeSettings.from_env(gpu=args.pop("gpu", None), embedder_replicas=args.pop("embedder_replicas", None),
                                llm_replicas=args.pop("llm_replicas", None))
     llm_backend = args.pop("llm_backend", None)
+    emb_cpus = float(args.pop("embedder_cpus", 1))
+    llm_cpus = float(args.pop("llm_cpus", 1))
+    emb_threads = args.pop("embedder_threads", None)
     api = {k: args.pop(k) for k in list(args) if k in ApiSettings.model_fields}
     if args:
         raise ValueError(f"unknown args for serve_deployments.app:build_app: {sorted(args)}")
-    emb_opts: dict[str, Any] = {"num_cpus": 1}
+    emb_opts: dict[str, Any] = {"num_cpus": emb_cpus}
     if s.gpu:
         emb_opts["num_gpus"] = 1
     embedder = EmbedderDeployment.options(num_replicas=s.embedder_replicas, ray_actor_options=emb_opts).bind(
-        device="cuda" if s.gpu else None)
-    llm = LLMDeployment.options(num_replicas=s.llm_replicas).bind(backend=llm_backend)
+        device="cuda" if s.gpu else None, threads=emb_threads)
+    llm = LLMDeployment.options(num_replicas=s.llm_replicas, ray_actor_options={"num_cpus": llm_cpus}).bind(
+        backend=llm_backend)
     return Gateway.bind(embedder, llm, api)
 
 

@@ -11,8 +11,12 @@ from eai_ray.processing.enrich import EMBEDDER_DEPLOYMENT
 
 @serve.deployment(name=EMBEDDER_DEPLOYMENT, max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 class EmbedderDeployment:
-    def __init__(self, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(self, device: str | None = None, batch_size: int = 64, threads: int | None = None) -> None:
         from eai_ray.processing.models.embedder import Embedder
+
+        if threads:
+            import torch
+            torch.set_num_threads(int(threads))  # Ray sets OMP threads to the replica's CPUs; allow more
 
         if device is None:
             import torch

@@ -14,13 +14,14 @@ Example::
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib
 import inspect
 import json
 import os
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -72,12 +73,16 @@ class LocalBackend:
 # --------------------------------------------------------------------------- request models
 class EmbedRequest(BaseModel):
     texts: list[str] = Field(description="sentences to embed", examples=[["order date", "customer name"]])
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="base64: one string of little-endian float32 (n x dim), much smaller than JSON floats")
 
 
 class EmbedResponse(BaseModel):
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     dim: int
-    embeddings: list[list[float]]
+    count: int
+    embeddings: list[list[float]] | None = None
+    embeddings_base64: str | None = None
     seconds: float
 
 
@@ -253,8 +258,11 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
         check_texts(req.texts)
         t0 = time.perf_counter()
         vecs = np.asarray(backend.encode(req.texts), dtype=np.float32)
-        return EmbedResponse(dim=int(vecs.shape[1]) if vecs.ndim == 2 and len(vecs) else 384,
-                             embeddings=vecs.tolist(), seconds=time.perf_counter() - t0)
+        dim = int(vecs.shape[1]) if vecs.ndim == 2 and len(vecs) else 384
+        if req.encoding_format == "base64":
+            return EmbedResponse(dim=dim, count=len(vecs), seconds=time.perf_counter() - t0,
+                                 embeddings_base64=base64.b64encode(vecs.astype("<f4").tobytes()).decode())
+        return EmbedResponse(dim=dim, count=len(vecs), embeddings=vecs.tolist(), seconds=time.perf_counter() - t0)
 
     @app.post("/v1/enrich", response_model=EnrichResponse, dependencies=[Depends(require_key)], tags=["models"])
     def enrich(req: EnrichRequest) -> EnrichResponse:
@@ -281,9 +289,9 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
         """Source columns (with sample values) + a target schema -> mappings with confidence and rationale."""
         check_texts([str(s) for c in req.source_columns for s in c.samples])
         fn = capability(*MAPPING_FN)
-        result = call_with(fn, source_columns=[c.model_dump() for c in req.source_columns],
-                           target_columns=[c.model_dump() for c in req.target_schema],
-                           source_table=req.source_table, target_table=req.target_table,
+        result = call_with(fn, source_columns=[c.model_dump(exclude_none=True) for c in req.source_columns],
+                           target_schema=[c.model_dump(exclude_none=True) for c in req.target_schema],
+                           source_table=req.source_table or "", target_table=req.target_table or "",
                            encode=backend.encode, llm=_optional_llm(backend))
         return {"mappings": jsonable(result)} if isinstance(result, (list, tuple)) else jsonable(result)
 

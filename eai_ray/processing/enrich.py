@@ -370,6 +370,10 @@ def enrich_with_ray(table: pa.Table, specs: Sequence[EnrichSpec], *, via: str | 
 
     if not table.num_rows:
         return enrich_table(table, specs, LocalClient())
+    if (via or os.environ.get("EAI_ENRICH_VIA") or "auto") == "auto" and serve_app_running():
+        via = "serve"
+    if via == "serve":
+        num_cpus = 0  # the workers only wait on the deployments, which hold the CPUs/GPUs
     row = "_eai_enrich_row"  # Ray Data may reorder blocks: put the rows back in input order
     indexed = table.append_column(row, pa.array(np.arange(table.num_rows, dtype=np.int64)))
     ds = enrich_dataset(ray.data.from_arrow(indexed), specs, via=via, batch_size=batch_size, num_cpus=num_cpus)

@@ -59,6 +59,13 @@ def test_embed_with_the_key(api):
         assert r.status_code == 200
         body = r.json()
         assert body["dim"] == 384 and len(body["embeddings"]) == 2 and len(body["embeddings"][0]) == 384
+    import base64
+
+    import numpy as np
+    r = requests.post(f"{api}/v1/embed", json={"texts": ["order id", "customer"], "encoding_format": "base64"},
+                      headers={"X-API-Key": KEY}).json()
+    vecs = np.frombuffer(base64.b64decode(r["embeddings_base64"]), dtype="<f4").reshape(r["count"], r["dim"])
+    assert np.allclose(vecs, np.asarray(body["embeddings"]), atol=1e-6) and r["embeddings"] is None
 
 
 def test_oversized_requests_get_413(api):

@@ -15,7 +15,8 @@ def test_serve_yaml_points_at_the_builder_with_known_args():
     ServeDeploySchema.model_validate(data) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(data)
     app = data["applications"][0]
     assert app["import_path"] == "serve_deployments.app:build_app" and app["name"] == "eai"
-    known = set(ApiSettings.model_fields) | {"gpu", "embedder_replicas", "llm_replicas", "llm_backend"}
+    known = set(ApiSettings.model_fields) | {"gpu", "embedder_replicas", "llm_replicas", "llm_backend",
+                                            "embedder_cpus", "llm_cpus", "embedder_threads"}
     assert set(app["args"]) <= known
     assert app["args"]["auth"] is True
 
@@ -26,3 +27,11 @@ def test_serve_settings_from_env(monkeypatch):
     s = ServeSettings.from_env()
     assert s.gpu and s.port == 9001
     assert ServeSettings.from_env(gpu=False).gpu is False
+
+
+def test_eai_serve_is_a_registered_command():
+    from eai_ray.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--port", "9123", "--no-auth", "--llm-backend", "none"])
+    assert args.port == 9123 and args.no_auth and args.llm_backend == "none"
+    assert args.fn.__module__ == "eai_ray.api.cli"
