@@ -110,6 +110,11 @@ class PostgresCdcSource:
             self._specs = specs
         return self._specs
 
+    def refresh(self) -> list[TableSpec]:
+        """Rediscover column types after a source schema change (a new Relation message)."""
+        self._specs = None
+        return self.tables()
+
     def prepare(self) -> None:
         conn = self._connect()
         try:
@@ -161,9 +166,14 @@ class PostgresCdcSource:
         conn = self._connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT coalesce(wal_status, 'reserved') FROM pg_replication_slots WHERE slot_name = %s",
-                            (self.slot,))
+                cur.execute("SELECT coalesce(wal_status, 'reserved'), database = current_database(), database "
+                            "FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
                 row = cur.fetchone()
+                if row and not row[1]:
+                    raise CdcSetupError(
+                        f"postgres CDC source '{self.source.name}': replication slot '{self.slot}' belongs to "
+                        f"database '{row[2]}', not '{self.source.database}'", source=self.source.name,
+                        slot=self.slot, expected="a distinct cdc.slot (slots are named per server, not per database)")
                 return row[0] if row else None
         finally:
             conn.close()
