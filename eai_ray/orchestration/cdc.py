@@ -107,7 +107,7 @@ class CdcConsumer:
         if new_main_slot or tables:
             self.status.resnapshots.append(",".join(tables))
         for chunk in self.source.snapshot(tables, new_main_slot=new_main_slot):
-            stats = self.sink.write_snapshot(chunk)
+            stats = self.sink.write_snapshot(chunk, resume=chunk.resume)
             self.status.snapshot_rows += stats.bronze_rows
             self.status.quarantined += stats.quarantined
 
@@ -160,11 +160,19 @@ class CdcConsumer:
             if stop.is_set():
                 break
             if isinstance(item, ChangeEvent):
+                # a driver that reconnects by itself may resend a transaction from its start
+                if self._pending and item.position <= self._pending[-1].position:
+                    continue
+                if self._open and item.position <= self._open[-1].position:
+                    self._open = [x for x in self._open if x.position < item.position]
                 self._check_schema(item)
                 self._open.append(item)
                 if self._oldest is None:
                     self._oldest = self.clock()
             elif isinstance(item, TxEnd):
+                if self._last_tx is not None and item.commit <= self._last_tx.commit:
+                    self._open = []
+                    continue
                 self._pending.extend(self._open)
                 self._open = []
                 self._last_tx = item

@@ -124,7 +124,7 @@ class PrivateMariaDB:
         conn = self.connect()
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            cur.execute(f"CREATE DATABASE `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         conn.close()
         return name
 

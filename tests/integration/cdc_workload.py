@@ -127,7 +127,8 @@ def source_rows(connect, table: str) -> list[tuple]:
     conn = connect()
     cur = conn.cursor()
     cur.execute(f"SELECT {', '.join(COLUMNS)} FROM {table} ORDER BY id")
-    rows = [tuple(_norm(v) for v in r) for r in cur.fetchall()]
+    rows = [tuple(bool(v) if c == "flag" and v is not None else _norm(v) for c, v in zip(COLUMNS, r))
+            for r in cur.fetchall()]
     conn.close()
     return rows
 

@@ -54,7 +54,8 @@ def _pg_conn(pg, db):
 def _my_env(my, tmp_path):
     import pymysql
     db = my.create_database("cdc_kill")
-    connect = lambda: pymysql.connect(host="127.0.0.1", port=my.port, user="root", database=db)  # noqa: E731
+    connect = lambda: pymysql.connect(host="127.0.0.1", port=my.port, user="root", database=db,  # noqa: E731
+                                      charset="utf8mb4")
     conn = connect()
     conn.cursor().execute(my_schema("items"))
     conn.commit()
@@ -77,7 +78,7 @@ def _my_env(my, tmp_path):
     return connect, "%s", src, kill_connection, my_schema
 
 
-@pytest.mark.parametrize("engine", ["postgres"])
+@pytest.mark.parametrize("engine", ["postgres", "mariadb"])
 def test_cdc_survives_random_kills(engine, request, ray_session, tmp_path):
     from actors import cdc_actor
 

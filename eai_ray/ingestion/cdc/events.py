@@ -96,6 +96,7 @@ class SnapshotChunk:
     table: str
     rows: Any  # pa.Table of string columns
     position: str
+    resume: str | None = None  # where the stream resumes after this snapshot (MariaDB: its GTID)
     last: bool = True
 
 
