@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -84,6 +85,8 @@ class CdcConsumer:
         self._oldest: float | None = None
         self._rate: deque[tuple[float, int]] = deque(maxlen=50)
         self._versions: dict[str, int] = {}
+        self._writer: _Writer | None = None
+        self._acked: str | None = None
 
     # ------------------------------------------------------------------ setup
     def start(self) -> None:
@@ -156,9 +159,22 @@ class CdcConsumer:
 
     def _consume(self, stop: threading.Event) -> None:
         _pos, resume = self.sink.resume_point()
+        self._writer = _Writer(self)
+        self._writer.start()
+        try:
+            self._read(stop, resume)
+        finally:
+            self._writer.close()
+            self._writer.raise_error()
+            self._ack()
+
+    def _read(self, stop: threading.Event, resume: str | None) -> None:
+        last_commit = None
         for item in self.source.stream(resume):
             if stop.is_set():
                 break
+            self._writer.raise_error()
+            self._ack()
             if isinstance(item, ChangeEvent):
                 # a driver that reconnects by itself may resend a transaction from its start
                 if self._pending and item.position <= self._pending[-1].position:
@@ -170,9 +186,10 @@ class CdcConsumer:
                 if self._oldest is None:
                     self._oldest = self.clock()
             elif isinstance(item, TxEnd):
-                if self._last_tx is not None and item.commit <= self._last_tx.commit:
+                if last_commit is not None and item.commit <= last_commit:
                     self._open = []
                     continue
+                last_commit = item.commit
                 self._pending.extend(self._open)
                 self._open = []
                 self._last_tx = item
@@ -183,40 +200,58 @@ class CdcConsumer:
             elif isinstance(item, BadEvent):
                 self._bad.append(item)
             elif isinstance(item, Heartbeat):
-                if not self._pending and not self._open and not self._bad:
+                if not self._pending and not self._open and not self._bad and self._writer.idle():
                     self.source.ack(item.resume)  # idle: let the source free its log
             if self._last_tx is not None and self._oldest is not None \
                     and self.clock() - self._oldest >= self.flush_seconds:
                 self.flush()
         if self._last_tx is not None:
-            self.flush()
+            self.flush(wait=True)
+
+    def _ack(self) -> None:
+        """Acknowledge what the writer committed (on the reader's thread: the stream is not thread-safe)."""
+        done = self._writer.committed
+        if done is not None and done != self._acked:
+            self.source.ack(done)
+            self._acked = done
 
     def _check_schema(self, e: ChangeEvent) -> None:
         known = self._versions.get(e.table)
         if known is not None and e.schema_version > known:
             # a source schema change: rediscover types; the sink evolves the tables on its next write
             if self._pending:
-                self.flush()
+                self.flush(wait=True)
+            else:
+                self._writer.wait()
             refresh = getattr(self.source, "refresh", None)
             if refresh:
                 self.sink.refresh(refresh())
         self._versions[e.table] = max(known or 0, e.schema_version)
 
-    def flush(self) -> None:
-        """Commit buffered whole transactions to Iceberg, then acknowledge the source."""
+    def flush(self, wait: bool = False) -> None:
+        """Hand buffered whole transactions to the writer (blocks while it is busy: backpressure)."""
         tx = self._last_tx
         if tx is None:
             return
-        events, bad = self._pending, self._bad
+        batch = (self._pending, self._bad, tx)
+        self._pending, self._bad, self._last_tx = [], [], None
+        self._oldest = self.clock() if self._open else None
+        self.status.buffered = 0
+        self._writer.put(batch)
+        if wait:
+            self._writer.wait()
+            self._writer.raise_error()
+            self._ack()
+
+    def _write(self, batch) -> None:
+        """Commit one batch to Iceberg (writer thread); the reader acknowledges the source after it."""
+        events, bad, tx = batch
         end = end_of(tx.commit)
         stats = self.sink.write(events, bad=bad, end=end, resume=tx.resume)
-        self.source.ack(tx.resume)
         now_wall = self.wall()
         for e in events:
             if e.commit_time is not None:
                 self._latency.append((now_wall - e.commit_time).total_seconds() * 1000)
-        self._pending, self._bad, self._last_tx = [], [], None
-        self._oldest = self.clock() if self._open else None
         s = self.status
         s.events += len(events)
         s.flushes += 1
@@ -224,7 +259,6 @@ class CdcConsumer:
         s.rejected += stats.rejected
         s.skipped += stats.skipped
         s.position, s.resume = end, tx.resume
-        s.buffered = 0
         s.last_commit_at = now_wall.isoformat()
         s.last_source_commit = tx.commit_time.isoformat() if tx.commit_time else None
         t = self.clock()
@@ -235,6 +269,54 @@ class CdcConsumer:
 
     def latencies(self) -> list[float]:
         return list(self._latency)
+
+
+class _Writer(threading.Thread):
+    """Commits batches in order while the reader decodes the next one; one batch may wait."""
+
+    def __init__(self, consumer: CdcConsumer) -> None:
+        super().__init__(name="eai-cdc-writer", daemon=True)
+        self.consumer = consumer
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.committed: str | None = None
+
+    def run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            try:
+                if batch is None:
+                    return
+                if self.error is None:
+                    self.consumer._write(batch)
+                    self.committed = batch[2].resume
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader thread
+                self.error = exc
+            finally:
+                self.queue.task_done()
+
+    def put(self, batch) -> None:
+        while True:
+            self.raise_error()
+            try:
+                self.queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def idle(self) -> bool:
+        return self.queue.unfinished_tasks == 0
+
+    def wait(self) -> None:
+        self.queue.join()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.join()
 
 
 def _driver_disconnect(exc: BaseException) -> bool:
