@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import os
 import random
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -26,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import median_time, result_line, say  # noqa: E402
+from benchmarks._common import result_line, say  # noqa: E402
 
 WORDS = ("order customer invoice parcel delivery refund payment shipping warehouse product price discount "
          "account balance supplier region nation market segment priority clerk quantity tax comment status "
@@ -58,15 +59,11 @@ def main() -> int:
     texts = sentences(args.sentences)
     say(f"embed_serve: {len(texts):,} sentences, {args.clients} clients x {args.per_request} per request, {cores} cores")
 
-    # ---------------------------------------------------------------- baseline: direct, one process
     from eai_ray.processing.models.embedder import Embedder
 
     emb = Embedder.load("cpu")
     emb.encode(texts[:128])  # warm-up, untimed
-    base_s, _, direct = median_time(lambda: emb.encode(texts, batch_size=64), runs=args.runs, label="direct")
-    base_rate = len(texts) / base_s
 
-    # ---------------------------------------------------------------- ours: Serve over HTTP
     import ray
     import requests
     from ray import serve
@@ -104,14 +101,24 @@ def main() -> int:
             return np.concatenate(list(pool.map(post, chunks)))
 
         run_http()  # warm-up: replica threads, connections, torch kernels
-        ours_s, _, via_http = median_time(run_http, runs=args.runs, label="serve http")
+        # interleaved runs (direct, http, direct, http...): a shared machine's noise hits both alike
+        base_times, ours_times = [], []
+        for i in range(args.runs):
+            t0 = time.perf_counter()
+            direct = emb.encode(texts, batch_size=64)
+            base_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            via_http = run_http()
+            ours_times.append(time.perf_counter() - t0)
+            say(f"  run {i + 1}/{args.runs}: direct {base_times[-1]:.2f} s, serve http {ours_times[-1]:.2f} s")
         pool.shutdown()
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
-    ours_rate = len(texts) / ours_s
+    base_s, ours_s = statistics.median(base_times), statistics.median(ours_times)
+    base_rate, ours_rate = len(texts) / base_s, len(texts) / ours_s
 
     same = np.allclose(via_http, direct, atol=1e-4)
     say(f"HTTP embeddings equal direct ones: {same} (max abs diff {np.abs(via_http - direct).max():.2e})")

@@ -25,9 +25,13 @@ class HandleBackend:
 
     def __init__(self, embedder: DeploymentHandle, llm: DeploymentHandle) -> None:
         self._client = ServeClient(embedder=embedder, llm=llm)
+        self._embedder = embedder
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self._client.embed(texts)
+
+    async def aencode(self, texts: list[str]) -> np.ndarray:
+        return await self._embedder.embed.remote(texts)
 
     def llm(self):
         return self._client.llm

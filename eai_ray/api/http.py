@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -252,12 +253,18 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
         """Liveness: no key needed, no model call."""
         return {"status": "ok", "auth": settings.auth, **backend.health()}
 
+    aencode = getattr(backend, "aencode", None)  # an async backend (Serve handles) skips the thread hop
+
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(require_key)], tags=["models"])
-    def embed(req: EmbedRequest) -> EmbedResponse:
+    async def embed(req: EmbedRequest) -> EmbedResponse:
         """Unit-length all-MiniLM-L6-v2 embeddings (384 floats) of each text, batched across requests."""
         check_texts(req.texts)
         t0 = time.perf_counter()
-        vecs = np.asarray(backend.encode(req.texts), dtype=np.float32)
+        if aencode is not None:
+            vecs = await aencode(req.texts)
+        else:
+            vecs = await run_in_threadpool(backend.encode, req.texts)
+        vecs = np.asarray(vecs, dtype=np.float32)
         dim = int(vecs.shape[1]) if vecs.ndim == 2 and len(vecs) else 384
         if req.encoding_format == "base64":
             return EmbedResponse(dim=dim, count=len(vecs), seconds=time.perf_counter() - t0,
