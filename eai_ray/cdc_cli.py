@@ -65,11 +65,11 @@ def _print(args, rows: list[dict]) -> None:
 
 
 def cmd_start(args) -> int:
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
     from actors import cdc_actor
 
-    cfg, sources = _sources(args)
-    _ray(cfg, need_cluster=True)
     actors = [(s, cdc_actor.start(cfg, s)) for s in sources]
     rows = [{"source": s.name, "actor": cdc_actor.actor_name(cfg.name, s.name),
              **ray.get(a.status.remote(False))} for s, a in actors]
@@ -78,11 +78,11 @@ def cmd_start(args) -> int:
 
 
 def cmd_status(args) -> int:
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
     from actors import cdc_actor
 
-    cfg, sources = _sources(args)
-    _ray(cfg, need_cluster=True)
     rows = []
     for s in sources:
         a = cdc_actor.find(cfg, s)
@@ -92,11 +92,11 @@ def cmd_status(args) -> int:
 
 
 def cmd_stop(args) -> int:
+    cfg, sources = _sources(args)
+    _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
     from actors import cdc_actor
 
-    cfg, sources = _sources(args)
-    _ray(cfg, need_cluster=True)
     rows = []
     for s in sources:
         a = cdc_actor.find(cfg, s)
