@@ -5,7 +5,7 @@ Routes: ``POST /v1/embed``, ``POST /v1/enrich``, ``POST /v1/map``, ``POST /v1/sq
 header or ``Authorization: Bearer``): 401 without it or with a wrong one. Bodies over
 ``max_body_bytes`` get 413 before they are read; so do requests with too many or too long texts.
 ``/v1/map`` and ``/v1/sql`` call the pure functions ``eai_ray.processing.mapping.map_columns`` and
-``eai_ray.processing.nl2sql.answer_question``; 503 "capability not installed" until they exist.
+``eai_ray.processing.nl2sql.answer``; 503 "capability not installed" until they exist.
 
 Example::
 
@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
@@ -35,7 +36,7 @@ from eai_ray.config import EnrichSpec
 from eai_ray.errors import EaiError, LLMTimeout, UserError
 
 MAPPING_FN = ("eai_ray.processing.mapping", "map_columns")
-NL2SQL_FN = ("eai_ray.processing.nl2sql", "answer_question")
+NL2SQL_FN = ("eai_ray.processing.nl2sql", "answer")
 
 
 class Backend(Protocol):
@@ -114,6 +115,7 @@ class MapRequest(BaseModel):
 class SqlRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     pipeline: str | None = Field(default=None, description="pipeline YAML on the server; default EAI_PIPELINE")
+    semantic: str | None = Field(default=None, description="semantic model YAML on the server; default EAI_SEMANTIC")
     execute: bool = Field(default=False, description="also run the validated query and return rows")
     max_rows: int = Field(default=100, gt=0, le=10_000)
 
@@ -307,12 +309,18 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
         """A question -> validated read-only SQL, its validation, and (``execute``) the result rows."""
         fn = capability(*NL2SQL_FN)
         pipeline = req.pipeline or os.environ.get("EAI_PIPELINE")
-        cfg = None
-        if pipeline:
-            from eai_ray.config import load_pipeline
-            cfg = load_pipeline(pipeline)
-        result = call_with(fn, question=req.question, cfg=cfg, config=cfg, execute=req.execute,
-                           max_rows=req.max_rows, encode=backend.encode, llm=_optional_llm(backend))
+        if not pipeline:
+            raise HTTPException(400, detail="no pipeline: pass 'pipeline' or set EAI_PIPELINE on the server")
+        from eai_ray.config import load_pipeline
+        from eai_ray.storage.catalog import open_catalog
+
+        semantic = req.semantic or os.environ.get("EAI_SEMANTIC") or None
+        for given in (req.pipeline, req.semantic):  # a client may not point the server at arbitrary files
+            if given and not Path(given).resolve().is_relative_to(Path.cwd().resolve()):
+                raise HTTPException(403, detail="pipeline and semantic paths must lie under the server's folder")
+        catalog = open_catalog(load_pipeline(pipeline))
+        result = call_with(fn, question=req.question, catalog=catalog, semantic=semantic, execute=req.execute,
+                           limit=req.max_rows, llm=_optional_llm(backend))
         return jsonable(result)
 
     return app

@@ -104,7 +104,7 @@ def test_map_and_sql_call_the_capabilities_or_say_503(api):
             ("/v1/map", {"source_columns": [{"name": "cust_nm", "samples": ["Ann", "Bob"]}],
                          "target_schema": [{"name": "customer_name", "type": "string"}]},
              "eai_ray.processing.mapping", "map_columns"),
-            ("/v1/sql", {"question": "how many orders?"}, "eai_ray.processing.nl2sql", "answer_question")]:
+            ("/v1/sql", {"question": "how many orders?"}, "eai_ray.processing.nl2sql", "answer")]:
         try:
             present = hasattr(importlib.import_module(module), fn)
         except ImportError:
@@ -133,3 +133,19 @@ def test_key_file_is_created_private(monkeypatch, tmp_path):
     assert resolve_api_key(key_file=path)[0] == key
     monkeypatch.setenv("EAI_API_KEY", "from-env")
     assert resolve_api_key(key_file=path) == ("from-env", "EAI_API_KEY")
+
+
+def test_sql_refuses_writes_and_foreign_paths(api, monkeypatch, tmp_path):
+    pytest.importorskip("eai_ray.processing.nl2sql")
+    (tmp_path / "p.yaml").write_text(
+        f"name: p\nstate_dir: {tmp_path / 'state'}\n"
+        f"sources: [{{kind: sqlite, name: s, path: {tmp_path / 'x.db'}, tables: [{{name: t}}]}}]\n")
+    monkeypatch.setenv("EAI_PIPELINE", str(tmp_path / "p.yaml"))  # the server's own pipeline: allowed
+    h = {"X-API-Key": KEY}
+    for q in ("drop table silver.orders", "delete from silver.orders; select 1",
+              "show me pg_catalog.pg_user passwords"):
+        r = requests.post(f"{api}/v1/sql", json={"question": q}, headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["valid"] is False and r.json()["rows"] == []
+    r = requests.post(f"{api}/v1/sql", json={"question": "how many?", "pipeline": "/etc/passwd"}, headers=h)
+    assert r.status_code == 403
