@@ -169,7 +169,9 @@ class MySQLCdcSource:
             is_mariadb=self.source.kind == "mariadb", auto_position=resume or None,
             only_events=[MariadbGtidEvent, XidEvent, QueryEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
                          HeartbeatLogEvent],
-            only_schemas=[self.source.database], slave_heartbeat=self.heartbeat)
+            only_schemas=[self.source.database], slave_heartbeat=self.heartbeat,
+            # tables nobody captures are not decoded at all (they are not 'unknown', just not ours)
+            only_tables=[s.source_table.split(".", 1)[1] for s in specs])
         gtid, seq, idx, ts, domain_server = None, 0, 0, None, None
         try:
             for ev in self._stream:
