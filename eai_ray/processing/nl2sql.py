@@ -93,6 +93,10 @@ _GRAINS = {"year": "year", "years": "year", "yearly": "year", "annual": "year", 
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
 _MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
 _ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
+_PASSIVE = {"made", "sold", "bought", "taken", "done", "given", "paid", "sent", "held", "owned", "run", "won", "written",
+            "brought", "spent", "built", "kept", "put", "seen"}
+_AMOUNT_WORDS = {"number", "count", "amount", "sum", "total", "average", "avg", "mean", "share", "percentage",
+                 "percent", "fraction", "proportion"}
 _GROUP_CUE = re.compile(r"\b(?:grouped by|broken down by|split by|for each|for every|in each|by|per|each|across)\s+"
                         r"((?:[a-z_]+\s?){1,4}?)(?=\s*(?:\b(?:in|for|with|where|during|between|from|since|before|"
                         r"after|and|who|that|whose|when|ordered|sorted|having|of|on|top)\b|,|\?|\.|$))", re.I)
@@ -132,7 +136,7 @@ class Linker:
             for t in words:
                 self.dim_texts.append((ref, t.lower()))
         for ent in model.spec.entities:  # an entity named alone means its label (first) dimension
-            if ent.dimensions:
+            if ent.dimensions and ent.dimensions[0].type == "categorical":  # a date or number is no label
                 for t in [ent.name.replace("_", " "), *ent.synonyms]:
                     self.dim_texts.append((f"{ent.name}.{ent.dimensions[0].name}", t.lower()))
         self.schema_phrases = sorted({t for _, t in self.metric_texts + self.dim_texts if len(t.split()) <= 3},
@@ -184,7 +188,8 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     today = today or dt.date.today()
     plan = Plan()
     q = question.strip()
-    ql = q.lower()
+    ql = re.sub(r"\s*\([^()]*\)", " ", q.lower())  # "(supply cost times quantity)" explains, it names nothing new
+    ql = re.sub(r"(?<=[a-z])'s\b|(?<=[a-z]s)'(?=\s)", "", ql)  # "nation's customers" -> "nation customers"
     consumed = ql
 
     # -- filter values (longest first), masked out of the text afterwards
@@ -223,9 +228,12 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     comps = []
     for m in re.finditer(r"((?:[a-z_]+\s){0,4}?)(more than|greater than|higher than|larger than|bigger than|over|above|"
                          r"at least|exceeding|less than|fewer than|lower than|smaller than|below|under|at most)\s+\$?"
-                         r"(\d[\d,]*(?:\.\d+)?)\s*((?:[a-z_]+\s?){0,3})", consumed):
+                         r"(\d[\d,]*(?:\.\d+)?(?:\s*%|\s+percent\b)?)\s*((?:[a-z_]+\s?){0,3})", consumed):
         before, cmp_, num, after = m.group(1), m.group(2), m.group(3), m.group(4)
-        value = float(num.replace(",", ""))
+        pct = num.endswith("%") or num.endswith("percent")
+        value = float(re.sub(r"[^\d.]", "", num.replace("percent", "")))
+        if pct:  # "above 5%": rates are stored as fractions
+            value = round(value / 100, 10)
         value = int(value) if value.is_integer() else value
         op = ">" if cmp_ in ("more than", "greater than", "higher than", "larger than", "bigger than", "over",
                              "above", "exceeding") else "<" if cmp_ in ("less than", "fewer than", "lower than",
@@ -233,13 +241,21 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             ">=" if cmp_ == "at least" else "<="
         comps.append((before.strip(), after.strip(), op, value))
         consumed = consumed[:m.start(2)] + " " * (m.end(3) - m.start(2)) + consumed[m.end(3):]
+    for m in re.finditer(r"\b(negative|positive)\s+((?:[a-z_]+\s?){1,3})", consumed):  # "a negative balance"
+        comps.append(("", m.group(2).strip(), "<" if m.group(1) == "negative" else ">", 0))
+        consumed = consumed[:m.start(1)] + " " * (m.end(1) - m.start(1)) + consumed[m.end(1):]
 
     # -- order / limit
     m = re.search(r"\b(top|bottom|first|best|worst|largest|smallest|highest|lowest)\s+(\d+)\b", consumed)
     superl = re.search(r"\b(highest|most|largest|biggest|greatest|best|top|maximum|lowest|least|smallest|fewest|"
                        r"worst|minimum|bottom)\b", consumed)
     desc = True
-    if m:
+    wn = None if m else re.search(r"\b(which|what)\s+(\d+)\s+(?=[a-z])", consumed)  # "which 5 suppliers ..."
+    if wn:
+        plan.limit = int(wn.group(2))
+        desc = not (superl and superl.group(1) in ("lowest", "least", "smallest", "fewest", "worst", "minimum", "bottom"))
+        consumed = consumed[:wn.start(2)] + " " * (wn.end(2) - wn.start(2)) + consumed[wn.end(2):]
+    elif m:
         plan.limit = int(m.group(2))
         desc = m.group(1) not in ("bottom", "worst", "smallest", "lowest")
         consumed = consumed[:m.start(2)] + " " * (m.end(2) - m.start(2)) + consumed[m.end(2):]
@@ -250,10 +266,43 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     elif superl:
         desc = superl.group(1) not in ("lowest", "least", "smallest", "fewest", "worst", "minimum", "bottom")
 
+    # -- "size 15", "of size 15": equality on a numeric dimension (checked strictly when linked)
+    for m in re.finditer(r"\b([a-z_]+(?:\s[a-z_]+)?)\s+(?:of\s+|=\s*|equal to\s+|equals\s+)?(\d+(?:\.\d+)?)\b(?!\s*%)",
+                         consumed):
+        ph = [w for w in m.group(1).split() if w not in _STOP and w not in _GRAINS]
+        if ph:
+            value = float(m.group(2))
+            comps.append((" ".join(ph), "", "=", int(value) if value.is_integer() else value))
+            consumed = consumed[:m.start(2)] + " " * (m.end(2) - m.start(2)) + consumed[m.end(2):]
+    # -- "type contains BRASS", "name starting with X": pattern filters on a categorical dimension
+    cat_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "categorical"}
+    for m in re.finditer(r"((?:[a-z_]+\s){1,3}?)(contains?|containing|starting with|starts with|"
+                         r"beginning with|begins with|ending with|ends with)\s+['\"]?([a-z0-9#\-]+)['\"]?", consumed):
+        ph = [w for w in m.group(1).split() if w not in _STOP and w not in ("whose", "where", "that", "who")]
+        ref, score = linker.best(" ".join(ph[-2:]), "dim", allowed=cat_dims) if ph else (None, 0.0)
+        if ref and score >= 0.45:
+            v, how = m.group(3), m.group(2)
+            pat = f"{v}%" if how.startswith(("start", "begin")) else f"%{v}" if how.startswith("end") else f"%{v}%"
+            plan.filters.append(Filter(ref, "like", pat))
+            plan.notes.append(f"{how} {v!r} -> {ref}")
+            consumed = consumed[:m.start(2)] + " " * (m.end(3) - m.start(2)) + consumed[m.end(3):]
+
     # -- group-by dimensions
     dims: list[tuple[str, float]] = []
     group_phrases = []
+    entity_nouns = {w.lower() for e in model.spec.entities for w in [e.name.replace("_", " "), *e.synonyms]}
     for g in _GROUP_CUE.finditer(consumed):
+        phrase_words = g.group(1).split()
+        prev = re.findall(r"[a-z]+", consumed[:g.start()])[-1:]
+        if g.group(0).lower().startswith("by") and prev and phrase_words and phrase_words[0] not in ("each", "every") \
+                and not set(phrase_words) & set(_GRAINS) \
+                and (prev[0] in _PASSIVE or (prev[0].endswith("ed") and prev[0] not in ("grouped", "ranked"))) \
+                and " ".join(phrase_words) in entity_nouns and plan.filters:
+            continue  # "orders placed by customers in EUROPE": the agent (filtered), not a grouping
+        if g.group(0).lower().startswith("across") and phrase_words[:1] in (["all"], ["every"]):
+            continue  # "across all suppliers": a total, not a grouping
+        if set(phrase_words) <= _AMOUNT_WORDS and re.match(r"\s*of\b", consumed[g.end():]):
+            continue  # "top 3 nations by number of customers": a metric, not a grouping
         group_phrases.append(g.group(1).strip())
         rest = consumed[g.end():]
         while True:
@@ -285,6 +334,8 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
                    r"(?=\s+(?:in|from|of|with|whose|that|who|where|for)\b|\s*\??$)", consumed)
     grains_seen: list[str] = []
     dim_phrases: list[str] = []
+    time_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "time"}
+    dim_of_phrase: dict[str, str] = {}
     for phrase in group_phrases:
         words = [w for w in _words(phrase) if w not in _STOP]
         if not words:
@@ -292,18 +343,29 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         if len(words) == 1 and words[0] in _GRAINS:
             grains_seen.append(_GRAINS[words[0]])
             continue
+        grain_words = [w for w in words if w in _GRAINS]
+        if grain_words and len(words) > len(grain_words):  # "by order year": a time dimension at a grain
+            rest = " ".join(w for w in words if w not in _GRAINS)
+            tref, tscore = linker.best(rest, "dim", allowed=time_dims)
+            if tref and tscore >= 0.45:
+                dims.append((f"{tref}__{_GRAINS[grain_words[0]]}", tscore))
+                dim_phrases.append(" ".join(words))
+                continue
         ref, score = linker.best(" ".join(words), "dim")
         mref, mscore = linker.best(" ".join(words), "metric")
         if ref and score >= 0.45 and not (mref and mscore > score):
             dims.append((ref, score))
             dim_phrases.append(" ".join(words))
+            dim_of_phrase[ref] = " ".join(words)
     # -- metrics
     words = _words(consumed)
     met_scores: dict[str, tuple[float, int, int]] = {}
     for i, j, span in _spans(words):
         name, score = linker.best(span, "metric")
-        if i > 0 and words[i - 1] in ("from", "for", "to", "in", "with", "among", "by", "per", "each"):
+        if i > 0 and words[i - 1] in ("from", "for", "to", "in", "with", "among", "by", "per", "each", "on"):
             score -= 0.25  # "revenue from customers": the entity qualifies the metric, it is not the metric
+        elif i > 1 and words[i - 1] == "of" and words[i - 2] not in _AMOUNT_WORDS | {"how", "quantity", "value"}:
+            score -= 0.25  # "revenue of orders with priority ...": qualifies; "number of orders" does not
         if lst and span in lst.group(1):
             continue  # "list the suppliers": a listing, not a count
         if any(span in g for g in dim_phrases):
@@ -324,6 +386,9 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
                     break
     # numeric comparisons -> WHERE on a numeric dimension or HAVING on a metric
     numeric_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "numeric"}
+    base0 = model.base_entity(plan.metrics[0]) if plan.metrics else None
+    near = _near_dims(model, base0) if base0 else None
+    near_ents = {r.split(".")[0] for r in near} | {base0} if near is not None else set()
     for before, after, op, value in comps:
         best = (None, 0.0, "")
         for phrase in (after, before):
@@ -332,9 +397,15 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
                 continue
             mref, ms = linker.best(ph, "metric")
             dref, ds = linker.best(ph, "dim", allowed=numeric_dims)
-            if mref and ms > best[1] and ms >= 0.5 and (phrase is after or not dref or ms > ds):
+            if near is not None and dref and dref not in near:  # a filter across a fan-out is rarely meant
+                nref, ns = linker.best(ph, "dim", allowed=numeric_dims & near)
+                if nref and ns >= 0.5:
+                    dref, ds = nref, ns
+            if mref and near is not None and mref not in plan.metrics and model.base_entity(mref) not in near_ents:
+                mref = None  # a condition on another entity's total ("suppliers with balance over X") is no HAVING
+            if op != "=" and mref and ms > best[1] and ms >= 0.5 and (phrase is after or not dref or ms > ds):
                 best = (mref, ms, "metric")
-            if dref and ds > best[1] and ds >= 0.45:
+            if dref and ds > best[1] and ds >= (0.6 if op == "=" else 0.45):
                 best = (dref, ds, "dim")
         if best[0]:
             plan.filters.append(Filter(best[0], op, value))
@@ -352,6 +423,18 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     if grains_seen and td:
         for g in grains_seen:
             dims.append((f"{td}__{g}", 0.9))
+    if near is not None:
+        relinked = []
+        for ref, score in dims:
+            ph = dim_of_phrase.get(ref)
+            if ph and ref not in near:
+                # "suppliers per nation": the same column in the role the metric reaches (supplier's nation)
+                role = [r for r in near if _dim_key(model, r) == _dim_key(model, ref)]
+                nref, ns = (role[0], score) if len(role) == 1 else linker.best(ph, "dim", allowed=near)
+                if nref and ns >= 0.45 and ns >= score - 0.15:
+                    ref, score = nref, ns
+            relinked.append((ref, score))
+        dims = relinked
     seen = set()
     for ref, score in dims:
         if ref not in seen and not any(f.field == ref and f.op == "=" for f in plan.filters):
@@ -366,6 +449,65 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     if plan.metrics and (plan.limit or superl):
         plan.order_by = [(plan.metrics[0], desc)]
     return plan
+
+
+def _dim_key(model: SemanticModel, ref: str) -> tuple[str, str]:
+    ent, _, name = ref.partition(".")
+    e = model.entities[ent]
+    d = e.dimension(name)
+    return (e.table, d.sql if d else name)
+
+
+def _near_dims(model: SemanticModel, base: str) -> set[str]:
+    """Dimensions of the entities `base` reaches by many-to-one joins only (no fan-out)."""
+    edges = model._edges()
+    seen, todo = {base}, [base]
+    while todo:
+        cur = todo.pop()
+        for nxt, _a, _b, m2o in edges[cur]:
+            if m2o and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return {ref for ref, ent, d in model.dimension_refs() if ent.name in seen}
+
+
+_SHARE = re.compile(r"^\s*(?:what(?:'s|\s+is|\s+was|\s+are)?\s+)?(?:the\s+)?(percentage|percent|share|fraction|"
+                    r"proportion|ratio)\s+of\s+(.+)$", re.I)
+_PER = re.compile(r"\b(?:average|avg|mean)\s+(?:number|count)\s+of\s+(.+?)\s+(?:per|for each|by each)\s+(?:an?\s+)?"
+                  r"([a-z ]+?)(?=\s+(?:in|for|during|from|with|since|before|after)\b|\s*[?.]?\s*$)", re.I)
+
+
+def _composite(question: str, model: SemanticModel, linker: Linker, today) -> tuple[str, str, float] | None:
+    """Two metric queries combined: "what share/percentage of X are Y" (X with the conditions over X
+    without them) and "average number of X per Y" (count of X over count of Y)."""
+    def plan_sql(text, keep_filters=True):
+        p = parse_question(text, model, linker, today=today)
+        if len(p.metrics) != 1 or p.dimensions:
+            return None, p
+        q = model.compile(metrics=p.metrics, filters=p.filters if keep_filters else [],
+                          time_range=p.time_range, time_dimension=p.time_dimension)
+        return q.sql, p
+
+    m = _SHARE.match(question.strip())
+    if m:
+        num, p = plan_sql(m.group(2))
+        if num is None or not any(f.field not in model.metrics for f in p.filters):
+            return None
+        den, _ = plan_sql(m.group(2), keep_filters=False)
+        metric, scale = p.metrics[0], "100.0 * " if m.group(1).lower().startswith("percent") else ""
+        sql = (f"SELECT {scale}CAST(n.{metric} AS DOUBLE) / NULLIF(d.{metric}, 0) AS {m.group(1).lower()} "
+               f"FROM ({num}) AS n CROSS JOIN ({den}) AS d")
+        return "semantic+share", sql, round(0.9 * float(np.mean(p.scores or [0.5])), 3)
+    m = _PER.search(question.strip())
+    if m:
+        num, p1 = plan_sql(question[:m.start()] + f"number of {m.group(1)}" + question[m.end():])
+        den, p2 = plan_sql(question[:m.start()] + f"number of {m.group(2)}" + question[m.end():])
+        if num is None or den is None or p1.metrics == p2.metrics:
+            return None
+        sql = (f"SELECT CAST(n.{p1.metrics[0]} AS DOUBLE) / NULLIF(d.{p2.metrics[0]}, 0) AS average_per "
+               f"FROM ({num}) AS n CROSS JOIN ({den}) AS d")
+        return "semantic+ratio", sql, round(0.9 * float(np.mean((p1.scores or [0.5]) + (p2.scores or [0.5]))), 3)
+    return None
 
 
 def _pick_value_dim(ql: str, start: int, cands: list[tuple[str, str]], model: SemanticModel) -> tuple[str, str]:
@@ -579,7 +721,10 @@ def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | Non
                            "time_range": [str(x) if x else None for x in plan.time_range] if plan.time_range else None,
                            "time_dimension": plan.time_dimension, "order_by": plan.order_by, "limit": plan.limit,
                            "notes": plan.notes}
-            if plan.metrics or plan.dimensions:
+            comp = _composite(question, semantic, linker, today)
+            if comp is not None:  # "share of X that are Y", "average number of X per Y"
+                attempts.append(comp)
+            elif plan.metrics or plan.dimensions:
                 q = semantic.compile(metrics=plan.metrics, dimensions=plan.dimensions, filters=plan.filters,
                                      time_range=plan.time_range, time_dimension=plan.time_dimension,
                                      order_by=plan.order_by, limit=plan.limit)
