@@ -71,6 +71,8 @@ def tpch_iceberg(sf: float, folder: str):
 
 
 def _norm(v):
+    if isinstance(v, int) and not isinstance(v, bool):  # an integer sum may come back as a decimal or float
+        return f"{float(v):.6g}"
     if isinstance(v, float):
         return f"{v:.6g}"
     if hasattr(v, "is_finite"):  # Decimal
