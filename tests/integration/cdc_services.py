@@ -71,10 +71,12 @@ class PrivatePostgres:
         return name
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        # runuser does not pass signals on to postgres: stop the server through its own data folder
+        subprocess.run(_as_user([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.dir / "data"), "-m", "fast",
+                                 "-w", "-t", "30"]), capture_output=True)
+        if self.proc:
             try:
-                self.proc.wait(20)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
