@@ -20,6 +20,9 @@ MappingStatus = Literal["learned", "accepted", "review", "unmatched"]
 _FI = {f: i for i, f in enumerate(FEATURES)}
 
 
+RETRAIN_EVERY = 10
+
+
 def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[str, Any]], *, store=None,
                 source_table: str = "", target_table: str = "", llm=None, accept_threshold: float = 0.8,
                 review_threshold: float = 0.3, min_confidence: float = 0.05, scorer: Scorer | None = None,
@@ -42,7 +45,11 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
     _check(target_schema, "target_schema")
     encode = encode or default_encoder()
     learned = store.learned(target_table=target_table) if store is not None else []
-    scorer = scorer or Scorer.default(learned=store.training_pairs() if store is not None else (), encode=encode)
+    pairs = store.training_pairs() if store is not None else []
+    # a reviewer's answer applies at once as an exact match (below); the scorer itself retrains only on
+    # every RETRAIN_EVERY-th answer, so an approval does not cost a retraining on the next call
+    pairs = pairs[: len(pairs) // RETRAIN_EVERY * RETRAIN_EVERY]
+    scorer = scorer or Scorer.default(learned=pairs, encode=encode)
     tnames = [t["name"] for t in target_schema]
     out: list[dict[str, Any] | None] = [None] * len(source_columns)
 
