@@ -199,7 +199,7 @@ class PipelineRunner:
                     reports.append(rep)
                     t1 = time.perf_counter()
                     discovered = self._guard(rep, self._bronze, source, resource, rep)
-                    rep.seconds += time.perf_counter() - t1
+                    self._timed(rep, "bronze", rep.bronze, t1)
                     spec = self.cfg.silver_for(source.name, resource.name)
                     if spec is None and self.cfg.auto_silver:
                         spec = default_silver(source, resource)
@@ -210,7 +210,7 @@ class PipelineRunner:
                 for rep, spec, discovered in _order_by_references(silver_jobs):
                     t1 = time.perf_counter()
                     self._guard(rep, self._silver, rep, spec, discovered)
-                    rep.seconds += time.perf_counter() - t1
+                    self._timed(rep, "silver", rep.silver, t1)
                 gold_reports = self._gold()
             failed = [r for r in reports if r.status != "ok"] + [g for g in gold_reports if g["status"] != "ok"]
             status = "partial" if failed and len(failed) < len(reports) + len(gold_reports) else (
@@ -221,6 +221,11 @@ class PipelineRunner:
                                  tables=reports, gold=gold_reports, executor=self.executor.name)
             self.store.finish_run(self.run_id, status, summary.to_dict())
         return summary
+
+    def _timed(self, rep: TableReport, layer: str, table: str, t0: float) -> None:
+        seconds = time.perf_counter() - t0
+        rep.seconds += seconds
+        metrics.stage_seconds(self.cfg.name, table, layer, seconds)
 
     def _guard(self, rep: TableReport, fn, *args):
         """Run one table's step; transient errors retry with backoff, others stop this table only."""
@@ -458,6 +463,7 @@ class PipelineRunner:
                     rep.update(status="failed", error=exc.to_dict())
                     self.progress.log(f"[red]gold.{model.name}: {exc}")
                 rep["seconds"] = round(time.perf_counter() - t1, 3)
+                metrics.stage_seconds(self.cfg.name, rep["name"], "gold", rep["seconds"])
                 out.append(rep)
                 advance(1)
         return out
