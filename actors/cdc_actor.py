@@ -62,16 +62,60 @@ class CdcActor:
         return self.status(with_lag=False)
 
 
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
+class KafkaPublisherActor:
+    """``cdc.transport: kafka``: database log -> Kafka topics (``eai_ray.ingestion.cdc.kafka``)."""
+
+    def __init__(self, cfg, source_name: str, secrets: dict[str, str] | None = None) -> None:
+        from eai_ray.orchestration.cdc import build_publisher
+
+        provide_secrets(secrets)
+        self._stop = threading.Event()
+        self._pub = build_publisher(cfg, source_name)
+        self._thread = threading.Thread(target=self._pub.run, args=(self._stop,), name="eai-cdc-pub", daemon=True)
+        self._thread.start()
+
+    def status(self) -> dict[str, Any]:
+        p = self._pub
+        return {"pid": os.getpid(), "alive": self._thread.is_alive(), "published_tx": p.published_tx,
+                "published_events": p.published_events, "restarts": p.restarts, "last_error": p.last_error}
+
+    def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout)
+        return self.status()
+
+
+def publisher_name(pipeline: str, source: str) -> str:
+    return f"{actor_name(pipeline, source)}.publisher"
+
+
+def _kafka(source) -> bool:
+    return getattr(getattr(source, "cdc", None), "transport", "direct") == "kafka"
+
+
 def start(cfg, source, *, detached: bool = True):
-    """The source's CDC actor, created when missing (idempotent)."""
+    """The source's CDC actor (with Kafka: the consumer-group member, plus the publisher actor),
+    created when missing (idempotent)."""
     opts: dict[str, Any] = {"name": actor_name(cfg.name, source.name), "get_if_exists": True}
     if detached:
         opts["lifetime"] = "detached"
-    return CdcActor.options(**opts).remote(cfg, source.name, resolvable_secrets(source))
+    consumer = CdcActor.options(**opts).remote(cfg, source.name, resolvable_secrets(source))
+    if _kafka(source):
+        KafkaPublisherActor.options(**{**opts, "name": publisher_name(cfg.name, source.name)}).remote(
+            cfg, source.name, resolvable_secrets(source))
+    return consumer
 
 
 def find(cfg, source):
     try:
         return ray.get_actor(actor_name(cfg.name, source.name))
+    except ValueError:
+        return None
+
+
+def find_publisher(cfg, source):
+    try:
+        return ray.get_actor(publisher_name(cfg.name, source.name))
     except ValueError:
         return None

@@ -105,6 +105,10 @@ def cmd_stop(args) -> int:
             continue
         rows.append({"source": s.name, **ray.get(a.stop.remote())})
         ray.kill(a, no_restart=True)
+        pub = cdc_actor.find_publisher(cfg, s)
+        if pub is not None:
+            ray.get(pub.stop.remote())
+            ray.kill(pub, no_restart=True)
     _print(args, rows)
     return 0
 
@@ -116,6 +120,9 @@ def cmd_run(args) -> int:
     stop = threading.Event()
     consumers = [build_consumer(cfg, s.name) for s in sources]
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    from eai_ray.orchestration.cdc import build_publisher
+    threads += [threading.Thread(target=build_publisher(cfg, s.name).run, args=(stop,), daemon=True)
+                for s in sources if s.cdc is not None and s.cdc.transport == "kafka"]
     for t in threads:
         t.start()
     try:

@@ -352,13 +352,29 @@ def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
 
     source = cfg.source(source_name)
     cdc = source.cdc or CdcConfig()
-    if cdc.transport == "kafka":
-        from eai_ray.errors import CdcSetupError
-        raise CdcSetupError(f"source '{source_name}': cdc.transport 'kafka' is not available yet",
-                            source=source_name, expected="transport: direct")
     catalog = catalog or open_catalog(cfg)
     silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}
     sink = CdcSink(catalog, source=source_name, silver=silver, deletes=cdc.deletes, scd2=cdc.scd2,
                    run_id=f"cdc-{cfg.name}-{source_name}")
-    return CdcConsumer(build_source(cfg, source), sink, flush_rows=cdc.flush_rows,
+    reader = build_source(cfg, source)
+    if cdc.transport == "kafka":  # a consumer-group reader of the topics the publisher fills
+        from eai_ray.ingestion.cdc.kafka import KafkaCdcSource
+        reader = KafkaCdcSource(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
+                                source_name=source_name, pipeline=cfg.name)
+    return CdcConsumer(reader, sink, flush_rows=cdc.flush_rows,
                        flush_seconds=cdc.flush_seconds, on_slot_lost=cdc.on_slot_lost)
+
+
+def build_publisher(cfg, source_name: str):
+    """The Kafka publisher of one source (``cdc.transport: kafka``): database log -> topics."""
+    from eai_ray.config import CdcConfig
+    from eai_ray.errors import CdcSetupError
+    from eai_ray.ingestion.cdc.kafka import KafkaPublisher
+
+    source = cfg.source(source_name)
+    cdc = source.cdc or CdcConfig()
+    if cdc.transport != "kafka":
+        raise CdcSetupError(f"source '{source_name}' does not use the Kafka transport",
+                            source=source_name, expected="cdc.transport: kafka")
+    return KafkaPublisher(build_source(cfg, source), bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
+                          source_name=source_name, pipeline=cfg.name)

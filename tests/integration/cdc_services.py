@@ -167,6 +167,21 @@ def start_mariadb(base: Path) -> PrivateMariaDB:
     return db
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @dataclass
 class PrivateKafka:
     dir: Path
@@ -191,12 +206,21 @@ class PrivateKafka:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            # the `noida-db` launcher runs the broker as its child, in the launcher's own session:
+            # wait for that child too, or a restart finds the data dir still held ("already running")
+            children = _children(self.proc.pid)
             os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: only this broker
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+            end = time.time() + 10
+            while any(_alive(c) for c in children) and time.time() < end:
+                time.sleep(0.05)
+            for c in children:
+                if _alive(c):
+                    os.kill(c, signal.SIGKILL)
 
     def restart(self) -> None:
         self.stop()

@@ -1,0 +1,420 @@
+"""Kafka transport for CDC: a publisher (source -> per-table topics) and a Kafka-backed CdcSource.
+
+Publisher (``KafkaPublisher``): reads the log-based source and writes every change event, as JSON
+with its position, to ``<prefix>.<source>.<table>`` keyed by the primary key, plus one marker per
+source transaction to ``<prefix>.<source>._tx`` (commit, event count, resume token, bad events).
+A batch of source transactions is one Kafka transaction (``transactional_id`` stable per source:
+a restarted publisher fences the old one); the source (slot/GTID) is acknowledged only after
+the Kafka transaction commits. A crash in between resends the transaction: harmless, below.
+
+Consumer side (``KafkaCdcSource``): a CdcSource the ordinary ``CdcConsumer`` drives. It reads the
+topics with ``isolation_level=read_committed`` and no auto commit, reassembles whole source
+transactions in commit order from the markers (a marker becomes visible in the same Kafka
+transaction as its events), drops repeats, and hands a ``TxEnd`` whose ``resume`` token holds
+the Kafka offsets to restart from. The sink commits that token in the SAME Iceberg snapshot
+summary as the data, and on restart ``stream(resume)`` seeks to it; the group's committed
+offsets are only a hint (used when no table holds a token yet). The initial snapshot and the
+table metadata come from the wrapped database source (the publisher waits for its slot).
+
+Example::
+
+    pub = KafkaPublisher(PostgresCdcSource(src, pipeline="p"), bootstrap="127.0.0.1:9092",
+                         topic_prefix="eai.cdc", source_name="pg", pipeline="p")
+    pub.run(stop)  # in its own process/actor
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any, Callable, Iterator
+
+from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd
+
+log = logging.getLogger(__name__)
+
+CONTROL = "_tx"
+
+
+def topic_for(prefix: str, source: str, table: str) -> str:
+    return f"{prefix}.{source}.{table}"
+
+
+def control_topic(prefix: str, source: str) -> str:
+    return f"{prefix}.{source}.{CONTROL}"
+
+
+def group_id(pipeline: str, source: str) -> str:
+    return f"eai-cdc-{pipeline}-{source}"
+
+
+def transactional_id(pipeline: str, source: str) -> str:
+    return f"eai-cdc-pub-{pipeline}-{source}"
+
+
+# ---------------------------------------------------------------------- serialisation
+def _default(v: Any):
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return str(v)
+
+
+def encode_event(e: ChangeEvent) -> bytes:
+    return json.dumps({"table": e.table, "op": e.op, "position": e.position, "commit": e.commit,
+                       "tx_id": e.tx_id, "commit_time": e.commit_time.isoformat() if e.commit_time else None,
+                       "key": e.key, "before": e.before, "after": e.after, "unchanged": list(e.unchanged),
+                       "schema_version": e.schema_version}, default=_default, separators=(",", ":")).encode()
+
+
+def decode_event(raw: bytes) -> ChangeEvent:
+    d = json.loads(raw)
+    ct = d.get("commit_time")
+    return ChangeEvent(table=d["table"], op=d["op"], position=d["position"], commit=int(d["commit"]),
+                       tx_id=d.get("tx_id") or "", commit_time=dt.datetime.fromisoformat(ct) if ct else None,
+                       key=d.get("key") or {}, before=d.get("before"), after=d.get("after"),
+                       unchanged=tuple(d.get("unchanged") or ()), schema_version=int(d.get("schema_version", 1)))
+
+
+def encode_key(key: dict[str, Any]) -> bytes:
+    return json.dumps(key, sort_keys=True, default=_default, separators=(",", ":")).encode()
+
+
+def encode_marker(tx: TxEnd, events: int, bad: list[BadEvent]) -> bytes:
+    return json.dumps({"commit": tx.commit, "resume": tx.resume, "tx_id": tx.tx_id, "events": events,
+                       "commit_time": tx.commit_time.isoformat() if tx.commit_time else None,
+                       "bad": [{"reason": b.reason, "raw": b.raw, "position": b.position, "table": b.table}
+                               for b in bad]}, default=_default).encode()
+
+
+def _ensure_topics(bootstrap: str, names: list[str]) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eai-cdc-admin")
+    try:
+        have = set(admin.list_topics())
+        missing = [n for n in names if n not in have]
+        for n in missing:
+            try:
+                admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------------- publisher
+class KafkaPublisher:
+    """Database log -> Kafka topics, transactionally; acks the source after the Kafka commit."""
+
+    def __init__(self, source, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
+                 batch_events: int = 2_000, batch_seconds: float = 0.05,
+                 producer_factory: Callable[..., Any] | None = None) -> None:
+        self.source = source
+        self.bootstrap = bootstrap
+        self.prefix = topic_prefix
+        self.source_name = source_name
+        self.pipeline = pipeline
+        self.batch_events = batch_events
+        self.batch_seconds = batch_seconds
+        self.producer_factory = producer_factory
+        self.published_tx = 0
+        self.published_events = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._producer = None
+
+    def topics(self) -> list[str]:
+        return [control_topic(self.prefix, self.source_name)] + \
+            [topic_for(self.prefix, self.source_name, s.name) for s in self.source.tables()]
+
+    def _open(self):
+        if self.producer_factory is not None:
+            return self.producer_factory()
+        from kafka import KafkaProducer
+        _ensure_topics(self.bootstrap, self.topics())
+        p = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                          transactional_id=transactional_id(self.pipeline, self.source_name),
+                          linger_ms=5, max_block_ms=20_000)
+        p.init_transactions()  # fences a previous publisher with the same id
+        return p
+
+    def run(self, stop: threading.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                self.source.prepare()
+                if getattr(self.source, "has_slot_state", False) and self.source.slot_status() in (None, "lost"):
+                    stop.wait(0.5)  # the consumer's snapshot creates the slot
+                    continue
+                self._producer = self._open()
+                attempt = 0
+                self._pump(stop)
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect, the source resends unacked
+                attempt += 1
+                self.restarts += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("CDC publisher %s: %s; reconnecting", self.source_name, self.last_error)
+                stop.wait(min(3.0, 0.2 * 2 ** min(attempt, 4)))
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        for closer in (lambda: self.source.close(), lambda: self._producer and self._producer.close(timeout=2)):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self._producer = None
+
+    def _pump(self, stop: threading.Event) -> None:
+        txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]] = []
+        open_events: list[ChangeEvent] = []
+        bad: list[BadEvent] = []
+        started: float | None = None
+        n = 0
+        for item in self.source.stream(None):
+            if stop.is_set():
+                break
+            if isinstance(item, ChangeEvent):
+                open_events.append(item)
+            elif isinstance(item, BadEvent):
+                bad.append(item)
+            elif isinstance(item, TxEnd):
+                txs.append((item, open_events, bad))
+                n += len(open_events)
+                open_events, bad = [], []
+                if started is None:
+                    started = time.monotonic()
+            elif isinstance(item, Heartbeat) and not txs and not open_events:
+                self.source.ack(item.resume)
+            if txs and (n >= self.batch_events or time.monotonic() - started >= self.batch_seconds):
+                self.publish(txs)
+                txs, n, started = [], 0, None
+        if txs:
+            self.publish(txs)
+
+    def publish(self, txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]]) -> None:
+        """One Kafka transaction for these source transactions; then acknowledge the source."""
+        p = self._producer
+        p.begin_transaction()
+        try:
+            conns = _conn_ids(p)
+            ctl = control_topic(self.prefix, self.source_name)
+            for tx, events, bad in txs:
+                for e in events:
+                    p.send(topic_for(self.prefix, self.source_name, e.table), key=encode_key(e.key),
+                           value=encode_event(e))
+                p.send(ctl, key=str(tx.commit).encode(), value=encode_marker(tx, len(events), bad))
+            p.flush()
+            if _conn_ids(p) != conns:
+                # a broker that restarted under an open transaction may lose its state: committing it
+                # then can leave the partition's stable offset stuck. Abort; the source resends.
+                raise ConnectionResetError("kafka: broker connection changed during the transaction")
+            p.commit_transaction()
+        except Exception:
+            try:
+                p.abort_transaction()
+            except Exception:  # noqa: BLE001 - the broker may be gone; the producer is reopened
+                pass
+            raise
+        self.published_tx += len(txs)
+        self.published_events += sum(len(e) for _, e, _ in txs)
+        self.source.ack(txs[-1][0].resume)
+
+
+def _conn_ids(producer) -> frozenset | None:
+    """Identities of the producer's broker connections (a reconnect makes new ones); None if unknown."""
+    try:
+        return frozenset((k, id(v)) for k, v in producer._sender._client._manager._conns.items())
+    except AttributeError:
+        return None
+
+
+# ---------------------------------------------------------------------- consumer side
+class TxAssembler:
+    """Whole source transactions, in commit order, from per-table topics and the marker topic.
+
+    Pure logic (no Kafka): feed it records, take the transactions that are complete.
+    """
+
+    def __init__(self, done_commit: int = 0) -> None:
+        self.done = done_commit
+        self.buf: dict[int, dict[str, ChangeEvent]] = defaultdict(dict)
+        self.pending: dict[Any, deque] = defaultdict(deque)  # partition -> (offset, commit) still buffered
+        self.markers: deque = deque()  # (offset, marker dict)
+
+    def add_event(self, tp, offset: int, e: ChangeEvent) -> None:
+        if e.commit <= self.done:
+            return  # a repeat of a transaction already handed on
+        self.buf[e.commit][e.position] = e
+        self.pending[tp].append((offset, e.commit))
+
+    def add_marker(self, offset: int, marker: dict) -> None:
+        self.markers.append((offset, marker))
+
+    def ready(self) -> Iterator[tuple[int, dict, list[ChangeEvent]]]:
+        """(marker offset, marker, events by position) of each next complete transaction."""
+        while self.markers:
+            off, mk = self.markers[0]
+            commit = int(mk["commit"])
+            if commit <= self.done:
+                self.markers.popleft()
+                continue
+            got = self.buf.get(commit, {})
+            if len(got) < int(mk["events"]):
+                return
+            self.markers.popleft()
+            evs = sorted(self.buf.pop(commit, {}).values(), key=lambda e: e.position)
+            self.done = commit
+            for q in self.pending.values():
+                while q and q[0][1] <= commit:
+                    q.popleft()
+            # anything left over at or below this commit is a repeat
+            for c in [c for c in self.buf if c <= commit]:
+                self.buf.pop(c)
+            yield off, mk, evs
+
+    def resume_offsets(self, positions: dict[Any, int]) -> dict[Any, int]:
+        """Where to restart each partition: its first still-buffered record, else its read position."""
+        out = {}
+        for tp, pos in positions.items():
+            q = self.pending.get(tp)
+            out[tp] = min((o for o, c in q if c > self.done), default=pos) if q else pos
+        return out
+
+
+def _tp_name(tp) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class KafkaCdcSource:
+    """The CdcSource a consumer-group actor reads: Kafka topics, with metadata/snapshot from `inner`."""
+
+    def __init__(self, inner, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
+                 poll_ms: int = 200) -> None:
+        self.inner = inner
+        self.bootstrap = bootstrap
+        self.prefix = topic_prefix
+        self.source_name = source_name
+        self.pipeline = pipeline
+        self.poll_ms = poll_ms
+        self.has_slot_state = getattr(inner, "has_slot_state", False)
+        self._consumer = None
+
+    # metadata and the initial snapshot: from the database
+    def prepare(self) -> None:
+        self.inner.prepare()
+
+    def tables(self):
+        return self.inner.tables()
+
+    def refresh(self):
+        return self.inner.refresh()
+
+    def slot_status(self):
+        return self.inner.slot_status()
+
+    def snapshot(self, tables, **kw):
+        return self.inner.snapshot(tables, **kw)
+
+    def topics(self) -> list[str]:
+        return [control_topic(self.prefix, self.source_name)] + \
+            [topic_for(self.prefix, self.source_name, s.name) for s in self.inner.tables()]
+
+    def stream(self, resume: str | None = None) -> Iterator:
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        self.close()
+        token = json.loads(resume) if resume and resume.startswith("{") else {}
+        names = self.topics()
+        try:
+            _ensure_topics(self.bootstrap, names)
+            c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group_id(self.pipeline, self.source_name),
+                              isolation_level="read_committed", enable_auto_commit=False,
+                              auto_offset_reset="earliest", max_poll_records=5_000)
+            self._consumer = c
+            parts = []
+            for t in names:
+                for p in sorted(c.partitions_for_topic(t) or {0}):
+                    parts.append(TopicPartition(t, p))
+            c.assign(parts)
+            stored = token.get("offsets", {})
+            for tp in parts:
+                off = stored.get(_tp_name(tp))
+                if off is None and not token:
+                    hint = c.committed(tp)  # Kafka's committed offset: only a hint
+                    off = hint
+                if off is not None:
+                    c.seek(tp, int(off))
+                else:
+                    c.seek_to_beginning(tp)
+        except KafkaError as exc:
+            raise ConnectionResetError(f"kafka: {exc}") from None
+        ctl = control_topic(self.prefix, self.source_name)
+        asm = TxAssembler(int(token.get("commit", 0)))
+        while True:
+            try:
+                recs = c.poll(timeout_ms=self.poll_ms)
+            except KafkaError as exc:
+                raise ConnectionResetError(f"kafka: {exc}") from None
+            if not recs:
+                yield None
+                continue
+            for tp, msgs in recs.items():
+                for m in msgs:
+                    try:
+                        if tp.topic == ctl:
+                            asm.add_marker(m.offset, json.loads(m.value))
+                        else:
+                            asm.add_event(tp, m.offset, decode_event(m.value))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        yield BadEvent(f"undecodable kafka message: {exc}", repr(m.value)[:2000],
+                                       f"{m.offset:024X}", tp.topic)
+            for off, mk, evs in asm.ready():
+                yield from evs
+                for b in mk.get("bad") or []:
+                    yield BadEvent(b["reason"], b["raw"], b["position"], b.get("table"))
+                positions = {tp: c.position(tp) for tp in parts if tp.topic != ctl}
+                offsets = {_tp_name(tp): o for tp, o in asm.resume_offsets(positions).items()}
+                offsets[f"{ctl}:0"] = off + 1
+                ct = mk.get("commit_time")
+                yield TxEnd(commit=int(mk["commit"]), resume=json.dumps({"commit": int(mk["commit"]),
+                                                                          "offsets": offsets}, sort_keys=True),
+                            tx_id=mk.get("tx_id") or "", commit_time=dt.datetime.fromisoformat(ct) if ct else None,
+                            events=len(evs))
+
+    def ack(self, resume: str) -> None:
+        """The data up to `resume` is in Iceberg: commit the offsets to the group (a hint for tools)."""
+        if self._consumer is None or not resume.startswith("{"):
+            return
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+        try:
+            offs = {}
+            for name, off in json.loads(resume)["offsets"].items():
+                topic, part = name.rsplit(":", 1)
+                offs[TopicPartition(topic, int(part))] = OffsetAndMetadata(int(off), "", -1)
+            self._consumer.commit(offs)
+        except Exception as exc:  # noqa: BLE001 - a hint only; the table holds the truth
+            log.debug("kafka offset commit failed: %s", exc)
+
+    def lag(self) -> dict[str, Any]:
+        return {"transport": "kafka", "group": group_id(self.pipeline, self.source_name)}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001
+                pass
+        self._consumer = None
+        try:
+            self.inner.close()
+        except Exception:  # noqa: BLE001
+            pass
