@@ -102,9 +102,13 @@ def start(cfg, source, *, detached: bool = True):
         opts["lifetime"] = "detached"
     consumer = CdcActor.options(**opts).remote(cfg, source.name, resolvable_secrets(source))
     if _kafka(source):
-        KafkaPublisherActor.options(**{**opts, "name": publisher_name(cfg.name, source.name)}).remote(
+        pub = KafkaPublisherActor.options(**{**opts, "name": publisher_name(cfg.name, source.name)}).remote(
             cfg, source.name, resolvable_secrets(source))
+        _held[publisher_name(cfg.name, source.name)] = pub  # a non-detached actor lives while referenced
     return consumer
+
+
+_held: dict[str, Any] = {}
 
 
 def find(cfg, source):
