@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eai_ray.errors import SourceNotFound
 from eai_ray.ingestion.base import Batch, Partition, cursor_value
 
 LARGE_TABLE_ROWS = 100_000  # above this, plan() gives every worker at least one partition
@@ -115,3 +116,40 @@ def first_line(exc: BaseException) -> str:
     """The driver's message without its multi-line detail/context noise."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+class TableResources:
+    """What the database connectors share: their configured tables are their resources.
+
+    Subclasses set ``self.source`` (with ``tables`` and ``kind``) and ``self.name``.
+    """
+
+    source: Any
+    name: str
+
+    def resources(self) -> list[str]:
+        """Configured table names."""
+        return [t.name for t in self.source.tables]
+
+    def _table(self, resource: str):
+        for t in self.source.tables:
+            if t.name == resource:
+                return t
+        raise SourceNotFound(f"{self.source.kind} source '{self.name}' has no resource '{resource}'",
+                             source=self.name, resource=resource)
+
+
+class CatalogDiscovery(TableResources):
+    """Discovery from the server's catalog: a table's own metadata, or a query's result columns.
+
+    Subclasses provide ``_cursor(resource)``, ``_discover_table(cur, table)`` and
+    ``_discover_query(cur, table)``.
+    """
+
+    def discover(self, resource: str):
+        """Columns, types, nullability and primary key of one table or query."""
+        table = self._table(resource)
+        with self._cursor(resource) as cur:
+            if table.query:
+                return self._discover_query(cur, table)
+            return self._discover_table(cur, table)

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from eai_ray.config import DbTable, MySQLSource
 from eai_ray.errors import (AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound,
                             SourceUnavailable)
-from eai_ray.ingestion._db import first_line, key_ranges, partition_count, rebatch, scrub
+from eai_ray.ingestion._db import CatalogDiscovery, first_line, key_ranges, partition_count, rebatch, scrub
 from eai_ray.ingestion.base import Batch, ColumnInfo, DiscoveredSchema, Partition
 
 try:
@@ -72,7 +72,7 @@ def ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-class MySQLConnector:
+class MySQLConnector(CatalogDiscovery):
     """Connector and SupportsPartitioning for one MySQL or MariaDB database."""
 
     kind = "mysql"
@@ -93,18 +93,6 @@ class MySQLConnector:
             for t in self.source.tables:
                 if t.table:
                     self._table_rows(cur, t)
-
-    def resources(self) -> list[str]:
-        """Configured table names."""
-        return [t.name for t in self.source.tables]
-
-    def discover(self, resource: str) -> DiscoveredSchema:
-        """Columns and primary key from information_schema; row estimate from TABLES.TABLE_ROWS."""
-        table = self._table(resource)
-        with self._cursor(resource) as cur:
-            if table.query:
-                return self._discover_query(cur, table)
-            return self._discover_table(cur, table)
 
     def read(self, resource: str, *, checkpoint: dict[str, Any] | None = None,
              partition: Partition | None = None, batch_rows: int = 250_000) -> Iterator[Batch]:
@@ -186,13 +174,6 @@ class MySQLConnector:
         return SourceError(f"{where}: {detail}", **ctx)
 
     # ------------------------------------------------------------------ discovery
-    def _table(self, resource: str) -> DbTable:
-        for t in self.source.tables:
-            if t.name == resource:
-                return t
-        raise SourceNotFound(f"{self.source.kind} source '{self.name}' has no resource '{resource}'",
-                             source=self.name, resource=resource)
-
     def _split(self, table: DbTable) -> tuple[str, str]:
         db, _, name = table.table.rpartition(".")
         return db or self.source.database, name

@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 from eai_ray.config import DbTable, PostgresSource
 from eai_ray.errors import (AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound,
                             SourceUnavailable)
-from eai_ray.ingestion._db import first_line, key_ranges, partition_count, rebatch, scrub
+from eai_ray.ingestion._db import CatalogDiscovery, first_line, key_ranges, partition_count, rebatch, scrub
 from eai_ray.ingestion.base import Batch, ColumnInfo, DiscoveredSchema, Partition
 
 try:
@@ -92,7 +92,7 @@ def arrow_type(typname: str, category: str, formatted: str) -> tuple[pa.DataType
     return pa.string(), f"declared {formatted}: read as text"
 
 
-class PostgresConnector:
+class PostgresConnector(CatalogDiscovery):
     """Connector and SupportsPartitioning for one PostgreSQL database."""
 
     kind = "postgres"
@@ -113,18 +113,6 @@ class PostgresConnector:
             for t in self.source.tables:
                 if t.table:
                     self._regclass(cur, t)
-
-    def resources(self) -> list[str]:
-        """Configured table names."""
-        return [t.name for t in self.source.tables]
-
-    def discover(self, resource: str) -> DiscoveredSchema:
-        """Columns from pg_catalog, the primary key from pg_index, the row estimate from pg_class."""
-        table = self._table(resource)
-        with self._cursor(resource) as cur:
-            if table.query:
-                return self._discover_query(cur, table)
-            return self._discover_table(cur, table)
 
     def read(self, resource: str, *, checkpoint: dict[str, Any] | None = None,
              partition: Partition | None = None, batch_rows: int = 250_000) -> Iterator[Batch]:
@@ -231,13 +219,6 @@ class PostgresConnector:
         return SourceError(f"{where}: {detail}", **ctx)
 
     # ------------------------------------------------------------------ discovery
-    def _table(self, resource: str) -> DbTable:
-        for t in self.source.tables:
-            if t.name == resource:
-                return t
-        raise SourceNotFound(f"postgres source '{self.name}' has no resource '{resource}'",
-                             source=self.name, resource=resource)
-
     def _qualified(self, table: DbTable) -> sql.Identifier:
         schema, _, name = table.table.rpartition(".") if "." in table.table else (self.source.schema_, "", table.table)
         return sql.Identifier(schema, name)

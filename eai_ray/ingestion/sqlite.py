@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from eai_ray.config import DbTable, SQLiteSource
 from eai_ray.errors import EaiError, SourceError, SourceNotFound, SourceUnavailable
-from eai_ray.ingestion._db import rebatch
+from eai_ray.ingestion._db import TableResources, rebatch
 from eai_ray.ingestion.base import Batch, ColumnInfo, DiscoveredSchema, Partition
 
 SAMPLE_ROWS = 10_000  # rows discover() samples to infer date/time types
@@ -58,7 +58,7 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class SQLiteConnector:
+class SQLiteConnector(TableResources):
     """Connector for one SQLite database file (read-only)."""
 
     kind = "sqlite"
@@ -75,10 +75,6 @@ class SQLiteConnector:
         for t in self.source.tables:
             if t.table:
                 self._columns(t)
-
-    def resources(self) -> list[str]:
-        """Configured table names."""
-        return [t.name for t in self.source.tables]
 
     def discover(self, resource: str) -> DiscoveredSchema:
         """Declared types mapped to Arrow; date/time columns report the type their values parse as."""
@@ -148,13 +144,6 @@ class SQLiteConnector:
         if "locked" in text or "busy" in text:
             return SourceUnavailable(msg, source=self.name, resource=resource)
         return SourceError(msg, source=self.name, resource=resource)
-
-    def _table(self, resource: str) -> DbTable:
-        for t in self.source.tables:
-            if t.name == resource:
-                return t
-        raise SourceNotFound(f"sqlite source '{self.name}' has no resource '{resource}'",
-                             source=self.name, resource=resource)
 
     def _relation(self, table: DbTable) -> str:
         return f"({table.query.strip().rstrip(';')}) AS _eai_q" if table.query else q(table.table)
