@@ -67,21 +67,21 @@ def run_floor(table: str, out_dir: str) -> int:
 
 
 # ---------------------------------------------------------------------- dlt
-def run_dlt(table: str, out_dir: str, partitions: int) -> int:
+def run_dlt(table: str, out_dir: str, partitions: int, backend: str = "connectorx") -> int:
     import dlt
     from dlt.sources.sql_database import sql_table
 
     # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3 (not installed): name psycopg2 for dlt's
     # reflection, and hand ConnectorX the plain URL it understands
-    kwargs = {"conn": pg_dsn()}
-    if partitions > 1:
+    kwargs = {"conn": pg_dsn()} if backend == "connectorx" else {}
+    if partitions > 1 and backend == "connectorx":
         kwargs.update(partition_on="l_id", partition_num=partitions)
     pipe = dlt.pipeline(pipeline_name=f"bench_{os.path.basename(out_dir)}".replace("-", "_"),
                         pipelines_dir=os.path.join(out_dir, "pipelines"),
                         destination=dlt.destinations.filesystem(bucket_url="file://" + os.path.join(out_dir, "out")),
                         dataset_name="bench")
     src = sql_table(credentials=pg_dsn().replace("postgresql://", "postgresql+psycopg2://"), table=table,
-                    schema="public", backend="connectorx", backend_kwargs=kwargs)
+                    schema="public", backend=backend, backend_kwargs=kwargs or None)
     pipe.run(src, loader_file_format="parquet")
     counts = pipe.last_trace.last_normalize_info.row_counts
     return int(counts.get(table, 0))
@@ -159,6 +159,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: --sf 0.1, one round")
     ap.add_argument("--dlt-partitions", type=int, default=0,
                     help="pass partition_on=l_id/partition_num=N to dlt's ConnectorX backend (default: dlt's default)")
+    ap.add_argument("--dlt-backend", default="connectorx", choices=["connectorx", "pyarrow", "sqlalchemy"],
+                    help="dlt's sql_database backend (default connectorx, its fastest; sqlalchemy is dlt's default)")
     ap.add_argument("--only", choices=["ours", "floor", "dlt"], action="append", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
@@ -205,7 +207,7 @@ def main() -> int:
                     Ours.verify(cfg, n)
                 else:
                     t1 = time.perf_counter()
-                    rows = run_floor(table, work) if m == "floor" else run_dlt(table, work, args.dlt_partitions)
+                    rows = run_floor(table, work) if m == "floor" else run_dlt(table, work, args.dlt_partitions, args.dlt_backend)
                     dt_ = time.perf_counter() - t1
                     extra = ""
                 if rows != n:

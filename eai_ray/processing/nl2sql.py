@@ -95,6 +95,19 @@ _MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
 _ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
 _PASSIVE = {"made", "sold", "bought", "taken", "done", "given", "paid", "sent", "held", "owned", "run", "won", "written",
             "brought", "spent", "built", "kept", "put", "seen"}
+_AGG_WORDS = [(r"(?:number|count) of (?:distinct|different|unique)|how many (?:distinct|different|unique)|"
+               r"(?:distinct|unique) (?:number|count) of", "count_distinct"),
+              (r"earliest|oldest|minimum|min|smallest|lowest", "min"),
+              (r"latest|newest|most recent|maximum|max|largest|biggest|highest", "max"),
+              (r"average|avg|mean", "avg"), (r"total|sum of(?: the| all)?", "sum")]
+_ADHOC_TYPES = {"count_distinct": ("categorical",), "min": ("time", "numeric"), "max": ("time", "numeric"),
+                "avg": ("numeric",), "sum": ("numeric",)}
+_AGG_ALT = "|".join(p for p, _ in _AGG_WORDS)
+_ADHOC = re.compile(r"\b(" + _AGG_ALT + r")(?:\s+and\s+(?:the\s+)?(" + _AGG_ALT + r"))?\s+(?:the\s+|all\s+)?"
+                    r"((?:[a-z_]+\s?){1,3}?)"
+                    r"(?=\s*(?:\b(?:in|of|for|per|each|every|by|with|from|across|on|during|among|are|is|was|were|do|does|did|"
+                    r"have|has|that|which|who|and|placed|shipped|sold|ordered)\b|,|\?|\.|$))")
+_LOCATED = {"based", "located", "registered", "headquartered", "situated", "living", "residing", "domiciled"}
 _AMOUNT_WORDS = {"number", "count", "amount", "sum", "total", "average", "avg", "mean", "share", "percentage",
                  "percent", "fraction", "proportion"}
 _GROUP_CUE = re.compile(r"\b(?:grouped by|broken down by|split by|for each|for every|in each|by|per|each|across)\s+"
@@ -113,6 +126,8 @@ class Plan:
     limit: int | None = None
     scores: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    aggregates: list[tuple[str, str, str]] = field(default_factory=list)  # ad-hoc (metric, 'entity.dim', agg)
+    model: SemanticModel | None = None  # the model with those ad-hoc metrics, when there are any
 
 
 class Linker:
@@ -143,6 +158,10 @@ class Linker:
                                      key=len, reverse=True)
         self.mvecs = self.encode([t for _, t in self.metric_texts])
         self.dvecs = self.encode([t for _, t in self.dim_texts])
+
+    def texts_of(self, ref: str) -> list[str]:
+        """The names, synonyms and description a dimension is linked by."""
+        return [t for r, t in self.dim_texts if r == ref]
 
     def best(self, phrase: str, kind: str, *, allowed=None) -> tuple[str | None, float]:
         texts, vecs = (self.metric_texts, self.mvecs) if kind == "metric" else (self.dim_texts, self.dvecs)
@@ -188,8 +207,9 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     today = today or dt.date.today()
     plan = Plan()
     q = question.strip()
-    ql = re.sub(r"\s*\([^()]*\)", " ", q.lower())  # "(supply cost times quantity)" explains, it names nothing new
-    ql = re.sub(r"(?<=[a-z])'s\b|(?<=[a-z]s)'(?=\s)", "", ql)  # "nation's customers" -> "nation customers"
+    qc = re.sub(r"\s*\([^()]*\)", " ", q)  # "(supply cost times quantity)" explains, it names nothing new
+    qc = re.sub(r"(?<=[a-zA-Z])'[sS]\b|(?<=[a-zA-Z][sS])'(?=\s)", "", qc)  # "nation's customers" -> "nation customers"
+    ql = qc.lower()
     consumed = ql
 
     # -- filter values (longest first), masked out of the text afterwards
@@ -202,8 +222,10 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         for v in vals:
             if len(v) < 2:
                 continue
-            for m in re.finditer(r"(?<![A-Za-z0-9])" + re.escape(v.lower()) + r"(?![A-Za-z0-9])", masked):
-                hits.append((m.start(), m.end(), ref, v))
+            for form in (v.lower(), *_demonyms(v)):  # "German customers" -> GERMANY
+                for m in re.finditer(r"(?<![A-Za-z0-9])" + re.escape(form) + r"(?![A-Za-z0-9])", masked):
+                    hits.append((m.start(), m.end(), ref, v))
+    hits += _code_hits(qc, linker)  # "return flag of R", "status = 'F'"
     hits.sort(key=lambda h: (-(h[1] - h[0]), h[0]))
     taken: list[tuple[int, int]] = []
     by_value: dict[tuple[int, int], list[tuple[str, str]]] = {}
@@ -297,7 +319,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         if g.group(0).lower().startswith("by") and prev and phrase_words and phrase_words[0] not in ("each", "every") \
                 and not set(phrase_words) & set(_GRAINS) \
                 and (prev[0] in _PASSIVE or (prev[0].endswith("ed") and prev[0] not in ("grouped", "ranked"))) \
-                and " ".join(phrase_words) in entity_nouns and plan.filters:
+                and " ".join(w for w in phrase_words if w not in _LOCATED) in entity_nouns and plan.filters:
             continue  # "orders placed by customers in EUROPE": the agent (filtered), not a grouping
         if g.group(0).lower().startswith("across") and phrase_words[:1] in (["all"], ["every"]):
             continue  # "across all suppliers": a total, not a grouping
@@ -357,12 +379,45 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             dims.append((ref, score))
             dim_phrases.append(" ".join(words))
             dim_of_phrase[ref] = " ".join(words)
+    # -- ad-hoc aggregates over dimensions: "earliest order date", "how many distinct brands",
+    #    "total supply cost" where no metric of the model says it better
+    kinds = {ref: d.type for ref, ent, d in model.dimension_refs()}
+    nouns = {_stem(w) for n in entity_nouns for w in n.split()}
+    for m in _ADHOC.finditer(consumed):
+        phrase = " ".join(w for w in _words(m.group(3)) if w not in _STOP)
+        pwords = {_stem(w) for w in phrase.split()}
+        if not phrase or pwords & (_AMOUNT_WORDS | {"amount", "value", "number"}):
+            continue  # "average number of days": not an aggregate of a column named 'number'
+        found = []
+        for word in filter(None, (m.group(1), m.group(2))):
+            agg = next(a for pat, a in _AGG_WORDS if re.fullmatch(pat, word))
+            if agg == "count_distinct" and pwords & nouns:
+                continue  # "how many different suppliers": the model's count of suppliers
+            dref, ds = linker.best(phrase, "dim", allowed={r for r, k in kinds.items() if k in _ADHOC_TYPES[agg]})
+            ms = max(linker.best(f"{word} {phrase}", "metric")[1], linker.best(phrase, "metric")[1])
+            whole = linker.best(f"{word} {phrase}", "dim")  # "total price" names a column, it sums nothing
+            if not dref or ds < 0.6 or ms >= ds - 0.05 or (whole[0] and whole[1] >= ds):
+                continue
+            said = {_stem(w) for t in linker.texts_of(dref) for w in _words(t)}
+            if not pwords <= said and ds < 0.9:  # the words must name the column, not merely resemble it
+                continue
+            found.append((f"{agg}_{dref.split('.', 1)[1]}", dref, agg, ds, word))
+        for name, dref, agg, ds, word in found:
+            plan.aggregates.append((name, dref, agg))
+            plan.metrics.append(name)
+            plan.scores.append(min(1.0, ds))
+            plan.notes.append(f"{word} {phrase} -> {agg}({dref})")
+        if found:
+            consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
+    if plan.aggregates:
+        model = plan.model = model.with_aggregates(plan.aggregates)
     # -- metrics
     words = _words(consumed)
     met_scores: dict[str, tuple[float, int, int]] = {}
     for i, j, span in _spans(words):
         name, score = linker.best(span, "metric")
-        if i > 0 and words[i - 1] in ("from", "for", "to", "in", "with", "among", "by", "per", "each", "on"):
+        if i > 0 and words[i - 1] in ("from", "for", "to", "in", "with", "among", "by", "per", "each", "on", "across",
+                                      "all"):
             score -= 0.25  # "revenue from customers": the entity qualifies the metric, it is not the metric
         elif i > 1 and words[i - 1] == "of" and words[i - 2] not in _AMOUNT_WORDS | {"how", "quantity", "value"}:
             score -= 0.25  # "revenue of orders with priority ...": qualifies; "number of orders" does not
@@ -374,7 +429,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         if name and score > met_scores.get(name, (0, 0, 0))[0]:
             met_scores[name] = (score, i, j)
     ranked = sorted(met_scores.items(), key=lambda kv: -kv[1][0])
-    if ranked and ranked[0][1][0] >= 0.55:
+    if ranked and ranked[0][1][0] >= 0.55 and not plan.aggregates:
         top, (s0, i0, j0) = ranked[0]
         plan.metrics.append(top)
         plan.scores.append(min(1.0, s0))
@@ -484,7 +539,7 @@ def _composite(question: str, model: SemanticModel, linker: Linker, today) -> tu
         p = parse_question(text, model, linker, today=today)
         if len(p.metrics) != 1 or p.dimensions:
             return None, p
-        q = model.compile(metrics=p.metrics, filters=p.filters if keep_filters else [],
+        q = (p.model or model).compile(metrics=p.metrics, filters=p.filters if keep_filters else [],
                           time_range=p.time_range, time_dimension=p.time_dimension)
         return q.sql, p
 
@@ -522,6 +577,62 @@ def _pick_value_dim(ql: str, start: int, cands: list[tuple[str, str]], model: Se
         names = {_stem(w) for w in names} - {"nation", "country", "region", "the", "of"}
         return (len(names & window), len(names & everywhere))
     return max(cands, key=score)
+
+
+# adjectives and demonyms of countries and regions ("German customers", "Asian suppliers"): general
+# English, the same for any catalog whose values are country or region names
+_DEMONYM = {
+    "afghanistan": "afghan", "albania": "albanian", "algeria": "algerian", "argentina": "argentine argentinian",
+    "australia": "australian", "austria": "austrian", "bangladesh": "bangladeshi", "belgium": "belgian",
+    "bolivia": "bolivian", "brazil": "brazilian", "bulgaria": "bulgarian", "cambodia": "cambodian",
+    "cameroon": "cameroonian", "canada": "canadian", "chile": "chilean", "china": "chinese",
+    "colombia": "colombian", "croatia": "croatian", "cuba": "cuban", "czechia": "czech", "denmark": "danish",
+    "ecuador": "ecuadorian", "egypt": "egyptian", "ethiopia": "ethiopian", "finland": "finnish",
+    "france": "french", "germany": "german", "ghana": "ghanaian", "greece": "greek", "hungary": "hungarian",
+    "iceland": "icelandic", "india": "indian", "indonesia": "indonesian", "iran": "iranian", "iraq": "iraqi",
+    "ireland": "irish", "israel": "israeli", "italy": "italian", "japan": "japanese", "jordan": "jordanian",
+    "kenya": "kenyan", "korea": "korean", "south korea": "south korean korean", "lebanon": "lebanese",
+    "malaysia": "malaysian", "mexico": "mexican", "morocco": "moroccan", "mozambique": "mozambican",
+    "netherlands": "dutch", "new zealand": "new zealander", "nigeria": "nigerian", "norway": "norwegian",
+    "pakistan": "pakistani", "peru": "peruvian", "philippines": "filipino philippine", "poland": "polish",
+    "portugal": "portuguese", "romania": "romanian", "russia": "russian", "saudi arabia": "saudi",
+    "serbia": "serbian", "singapore": "singaporean", "south africa": "south african", "spain": "spanish",
+    "sweden": "swedish", "switzerland": "swiss", "syria": "syrian", "taiwan": "taiwanese", "thailand": "thai",
+    "tunisia": "tunisian", "turkey": "turkish", "ukraine": "ukrainian", "united kingdom": "british uk",
+    "united states": "american us usa", "uruguay": "uruguayan", "venezuela": "venezuelan",
+    "vietnam": "vietnamese", "africa": "african", "america": "american", "asia": "asian", "europe": "european",
+    "middle east": "middle eastern", "oceania": "oceanian", "latin america": "latin american",
+    "north america": "north american", "south america": "south american",
+}
+
+
+def _demonyms(value: str) -> tuple[str, ...]:
+    forms = _DEMONYM.get(value.lower())
+    if not forms:
+        return ()
+    out = forms.split() if " " not in value.strip() else [forms] if forms.count(" ") == value.count(" ") else []
+    multi = [f for f in ([forms] if " " in forms else []) if f not in out]
+    return tuple(dict.fromkeys([*out, *multi]))
+
+
+def _code_hits(qc: str, linker: "Linker") -> list[tuple[int, int, str, str]]:
+    """One-letter codes ('R', 'F') are values only right after the name of their column:
+    "return flag of R", "status F", "flag = 'A'". Anywhere else a lone letter is just a word."""
+    out = []
+    for ref, vals in linker.values.items():
+        codes = {v for v in vals if len(v) == 1 and v.isalpha()}
+        if not codes:
+            continue
+        for m in re.finditer(r"((?:[a-z_]+\s){1,3}?)(?:of\s+|is\s+|=\s*|equal to\s+|equals\s+)?['\"]?([A-Za-z])['\"]?"
+                             r"(?![A-Za-z0-9])", qc.lower()):
+            raw = qc[m.start(2):m.end(2)]
+            if raw.upper() not in codes or raw.islower():
+                continue  # "a" / "i": an article, not the code 'A'
+            ph = " ".join(w for w in _words(m.group(1)) if w not in _STOP)
+            got, score = linker.best(ph, "dim") if ph else (None, 0.0)
+            if got == ref and score >= 0.5:
+                out.append((m.start(2), m.end(2), ref, raw.upper()))
+    return out
 
 
 def _stem(w: str) -> str:
@@ -725,7 +836,7 @@ def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | Non
             if comp is not None:  # "share of X that are Y", "average number of X per Y"
                 attempts.append(comp)
             elif plan.metrics or plan.dimensions:
-                q = semantic.compile(metrics=plan.metrics, dimensions=plan.dimensions, filters=plan.filters,
+                q = (plan.model or semantic).compile(metrics=plan.metrics, dimensions=plan.dimensions, filters=plan.filters,
                                      time_range=plan.time_range, time_dimension=plan.time_dimension,
                                      order_by=plan.order_by, limit=plan.limit)
                 conf = float(np.clip(np.mean(plan.scores) if plan.scores else 0.5, 0, 1))

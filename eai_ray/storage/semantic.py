@@ -165,6 +165,21 @@ class SemanticModel:
                                       file=self.file, field=f"metrics.{dep}.measure")
 
     # ------------------------------------------------------------------ catalog
+    def with_aggregates(self, aggs: list[tuple[str, str, str]]) -> "SemanticModel":
+        """A copy with ad-hoc simple metrics over dimensions, each (metric name, 'entity.dim', agg):
+        "the earliest order date" is MIN over the order_date dimension, "how many distinct brands"
+        COUNT(DISTINCT) over brand. The model itself is left as it is."""
+        spec = self.spec.model_copy(deep=True)
+        ents = {e.name: e for e in spec.entities}
+        for name, ref, agg in aggs:
+            if name in self.metrics:
+                continue
+            ent, dim, _ = self._dim(ref)
+            ents[ent.name].measures.append(Measure(name=f"_{name}", expr=dim.sql, agg=agg))
+            spec.metrics.append(Metric(name=name, measure=f"{ent.name}._{name}",
+                                       description=f"{agg.replace('_', ' ')} of {dim.name.replace('_', ' ')}"))
+        return SemanticModel(spec, file=self.file)
+
     def dimension_refs(self) -> list[tuple[str, Entity, Dimension]]:
         return [(f"{e.name}.{d.name}", e, d) for e in self.spec.entities for d in e.dimensions]
 
