@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from eai_ray.errors import SqlValidationError, UserError
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
-from eai_ray.storage.semantic import Filter, SemanticModel
+from eai_ray.storage.semantic import DimRef, Filter, SemanticModel
 
 # ---------------------------------------------------------------------- safety
 _WRITE = re.compile(r"\b(delete|drop|truncate|update|insert|alter|create|grant|revoke|merge|upsert|replace|"
@@ -246,6 +246,22 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     if tr:
         plan.time_range = tr
 
+    # -- one date column against another: "received after their commit date", "shipped before the due date"
+    time_refs = {ref for ref, ent, d in model.dimension_refs() if d.type == "time"}
+    for m in re.finditer(r"\b((?:[a-z_]+\s){0,1}[a-z_]+)\s+(after|later than|before|earlier than|past)\s+"
+                         r"(?:the\s+|their\s+|its\s+|his\s+|her\s+)?((?:[a-z_]+\s?){1,3}?)(?=\s*(?:\b(?:in|for|with|and|"
+                         r"by|per|during|of|on)\b|,|\?|\.|$))", consumed):
+        left = " ".join(w for w in _words(m.group(1)) if w not in _STOP)
+        right = " ".join(w for w in _words(m.group(3)) if w not in _STOP)
+        lref, ls = linker.best(left, "dim", allowed=time_refs) if left else (None, 0.0)
+        rref, rs = linker.best(right, "dim", allowed=time_refs) if right else (None, 0.0)
+        if lref and rref and lref != rref and min(ls, rs) >= 0.6 and lref.split(".")[0] == rref.split(".")[0]:
+            op = "<" if m.group(2) in ("before", "earlier than") else ">"
+            plan.filters.append(Filter(lref, op, DimRef(rref)))
+            plan.scores.append(min(1.0, ls, rs))
+            plan.notes.append(f"{lref} {op} {rref}")
+            consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
+
     # -- numeric comparisons
     comps = []
     for m in re.finditer(r"((?:[a-z_]+\s){0,4}?)(more than|greater than|higher than|larger than|bigger than|over|above|"
@@ -325,6 +341,8 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             continue  # "across all suppliers": a total, not a grouping
         if set(phrase_words) <= _AMOUNT_WORDS and re.match(r"\s*of\b", consumed[g.end():]):
             continue  # "top 3 nations by number of customers": a metric, not a grouping
+        if phrase_words and phrase_words[0] in _AMOUNT_WORDS and g.group(0).lower().startswith("by"):
+            continue  # "top 3 clerks by total order value": the ranking metric, not a grouping
         group_phrases.append(g.group(1).strip())
         rest = consumed[g.end():]
         while True:
@@ -341,6 +359,12 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
                    r"bought|sold|placed|shipped|generated|made|spent|with|by|in|got|received|did)\b)", consumed)
     if wh:
         group_phrases.append(wh.group(1).strip())
+    ln = re.match(r"^\s*(?:list|show|name|display|give me|find|get)\s+(?:me\s+)?(?:the\s+)?(\d+)\s+"
+                  r"((?:[a-z_]+\s?){1,3}?)(?=\s+(?:with|by|that|who|whose|which|in|for|from|ranked|sorted|having|of)\b|"
+                  r"\s*[?.]?\s*$)", consumed)
+    if ln and plan.limit is None:  # "list the 10 parts with the highest revenue"
+        plan.limit = int(ln.group(1))
+        group_phrases.append(ln.group(2).strip())
     tm = re.search(r"\b(?:top|bottom|first|best|worst|largest|smallest|highest|lowest)\s+((?:[a-z_]+\s*){1,4})", consumed)
     if tm and m:
         head = []
@@ -429,8 +453,10 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         if name and score > met_scores.get(name, (0, 0, 0))[0]:
             met_scores[name] = (score, i, j)
     ranked = sorted(met_scores.items(), key=lambda kv: -kv[1][0])
+    metric_span = ""
     if ranked and ranked[0][1][0] >= 0.55 and not plan.aggregates:
         top, (s0, i0, j0) = ranked[0]
+        metric_span = " ".join(words[i0:j0])
         plan.metrics.append(top)
         plan.scores.append(min(1.0, s0))
         if re.search(r"\band\b", consumed):
@@ -446,10 +472,14 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     near_ents = {r.split(".")[0] for r in near} | {base0} if near is not None else set()
     for before, after, op, value in comps:
         best = (None, 0.0, "")
-        for phrase in (after, before):
+        bwords = [w for w in _words(before) if w not in _STOP]
+        # the nearest words first: "TRUCK shipments with a quantity over 40" compares the quantity
+        for phrase in (after, *(bwords[-1:] if len(bwords) > 1 else []), before):
             ph = " ".join(w for w in _words(phrase) if w not in _STOP)
             if not ph:
                 continue
+            if best[0] and best[1] >= 0.8:
+                break
             mref, ms = linker.best(ph, "metric")
             dref, ds = linker.best(ph, "dim", allowed=numeric_dims)
             if near is not None and dref and dref not in near:  # a filter across a fan-out is rarely meant
@@ -492,6 +522,9 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         dims = relinked
     seen = set()
     for ref, score in dims:
+        ph = dim_of_phrase.get(ref)
+        if ph and metric_span and re.search(rf"\b(?:per|by|each)\s+{re.escape(ph)}\b", metric_span):
+            continue  # "revenue per order": part of the metric's name, not a grouping
         if ref not in seen and not any(f.field == ref and f.op == "=" for f in plan.filters):
             seen.add(ref)
             plan.dimensions.append(ref)
@@ -535,20 +568,27 @@ _PER = re.compile(r"\b(?:average|avg|mean)\s+(?:number|count)\s+of\s+(.+?)\s+(?:
 def _composite(question: str, model: SemanticModel, linker: Linker, today) -> tuple[str, str, float] | None:
     """Two metric queries combined: "what share/percentage of X are Y" (X with the conditions over X
     without them) and "average number of X per Y" (count of X over count of Y)."""
-    def plan_sql(text, keep_filters=True):
+    def plan_sql(text, keep_filters=True, filters=None):
         p = parse_question(text, model, linker, today=today)
         if len(p.metrics) != 1 or p.dimensions:
             return None, p
-        q = (p.model or model).compile(metrics=p.metrics, filters=p.filters if keep_filters else [],
-                          time_range=p.time_range, time_dimension=p.time_dimension)
+        kept = p.filters if keep_filters else (filters or [])
+        q = (p.model or model).compile(metrics=p.metrics, filters=kept, time_range=p.time_range,
+                                       time_dimension=p.time_dimension)
         return q.sql, p
 
     m = _SHARE.match(question.strip())
+    context = ""
+    if not m:  # "For items shipped in 1995, what percentage of revenue came from ...": the clause holds for both
+        c = re.match(r"^\s*(.+?),\s*(.*)$", question.strip())
+        m = _SHARE.match(c.group(2)) if c else None
+        context = c.group(1) if m else ""
     if m:
-        num, p = plan_sql(m.group(2))
+        num, p = plan_sql(f"{m.group(2)} {context}".strip())
         if num is None or not any(f.field not in model.metrics for f in p.filters):
             return None
-        den, _ = plan_sql(m.group(2), keep_filters=False)
+        both = parse_question(context, model, linker, today=today).filters if context else []
+        den, _ = plan_sql(f"{m.group(2)} {context}".strip(), keep_filters=False, filters=both)
         metric, scale = p.metrics[0], "100.0 * " if m.group(1).lower().startswith("percent") else ""
         sql = (f"SELECT {scale}CAST(n.{metric} AS DOUBLE) / NULLIF(d.{metric}, 0) AS {m.group(1).lower()} "
                f"FROM ({num}) AS n CROSS JOIN ({den}) AS d")

@@ -102,6 +102,12 @@ class _Spec(_M):
     metrics: list[Metric] = []
 
 
+@dataclass(frozen=True)
+class DimRef:
+    """A dimension on the right-hand side of a filter: receipt_date > DimRef('lineitem.commit_date')."""
+    ref: str
+
+
 @dataclass
 class Filter:
     """A condition on a dimension ('entity.dim') or a metric (applied as HAVING)."""
@@ -272,6 +278,7 @@ class SemanticModel:
             td = time_dimension or (f"{base}.{self.entities[base].time_dimension}"
                                     if self.entities[base].time_dimension else None)
             needed = {self._dim_entity(d) for d in dimensions} | {self._dim_entity(f.field) for f in dim_filters}
+            needed |= {self._dim_entity(f.value.ref) for f in dim_filters if isinstance(f.value, DimRef)}
             if time_range and td:
                 needed.add(self._dim_entity(td))
             for leaf in leaf_names:
@@ -403,6 +410,8 @@ class SemanticModel:
     def _filter_sql(self, f: Filter, *, metric: bool = False) -> str:
         col = f.field if metric else self._dim_sql(f.field)
         def lit(v):
+            if isinstance(v, DimRef):
+                return self._dim_sql(v.ref)
             if isinstance(v, bool):
                 return "TRUE" if v else "FALSE"
             if isinstance(v, (int, float)):
