@@ -86,6 +86,22 @@ _STOP = {"the", "a", "an", "of", "in", "for", "by", "per", "what", "is", "are", 
          "every", "their", "its", "all", "that", "have", "has", "had", "did", "do", "does", "total", "during",
          "between", "than", "more", "less", "top", "most", "highest", "lowest", "there", "be", "it", "as", "at",
          "or", "into", "over", "under", "above", "below", "find", "get", "compute", "calculate", "please"}
+_GENERIC = _STOP | {
+    "number", "count", "amount", "sum", "average", "avg", "mean", "share", "percentage", "percent", "fraction",
+    "proportion", "ratio", "most", "least", "largest", "smallest", "biggest", "best", "worst", "maximum", "minimum",
+    "max", "min", "earliest", "latest", "greatest", "fewest", "rank", "ranked", "ranking", "sorted", "sort", "our",
+    "we", "us", "you", "i", "can", "could", "would", "should", "will", "display", "name", "names", "overall",
+    "ever", "across", "among", "altogether", "together", "data", "figures", "figure", "report", "breakdown",
+    "break", "down", "split", "grouped", "broken", "this", "these", "those", "they", "them", "any", "some", "one",
+    "both", "also", "only", "just", "been", "being", "whose", "where", "when", "while", "via", "through", "within",
+    "up", "out", "so", "far", "currently", "current", "time", "times", "period", "date", "dates", "year", "years",
+    "month", "months", "quarter", "quarters", "week", "weeks", "day", "days", "yearly", "monthly", "quarterly",
+    "weekly", "daily", "annual", "annually", "q1", "q2", "q3", "q4", "first", "second", "third", "fourth", "last",
+    "previous", "past", "next", "since", "before", "after", "until", "year", "distinct", "different", "unique",
+    "combined", "overall", "each", "then", "respectively", "including", "included", "value", "values", "level",
+    "levels", "big", "small", "high", "low", "like", "look", "looking", "want", "need", "see", "let", "know",
+    "based", "located", "registered", "placed", "shipped", "made", "make", "generated", "brought", "bring", "come",
+    "came", "comes", "bought", "sold", "earned", "spent", "got", "get", "gets", "received", "take", "took", "taken"}
 _GRAINS = {"year": "year", "years": "year", "yearly": "year", "annual": "year", "annually": "year",
            "month": "month", "months": "month", "monthly": "month", "quarter": "quarter", "quarters": "quarter",
            "quarterly": "quarter", "week": "week", "weeks": "week", "weekly": "week", "day": "day", "days": "day",
@@ -99,11 +115,12 @@ _AGG_WORDS = [(r"(?:number|count) of (?:distinct|different|unique)|how many (?:d
                r"(?:distinct|unique) (?:number|count) of", "count_distinct"),
               (r"earliest|oldest|minimum|min|smallest|lowest", "min"),
               (r"latest|newest|most recent|maximum|max|largest|biggest|highest", "max"),
-              (r"average|avg|mean", "avg"), (r"total|sum of(?: the| all)?", "sum")]
+              (r"average|avg|mean", "avg"), (r"total|combined|sum of(?: the| all)?", "sum")]
 _ADHOC_TYPES = {"count_distinct": ("categorical",), "min": ("time", "numeric"), "max": ("time", "numeric"),
                 "avg": ("numeric",), "sum": ("numeric",)}
 _AGG_ALT = "|".join(p for p, _ in _AGG_WORDS)
-_ADHOC = re.compile(r"\b(" + _AGG_ALT + r")(?:\s+and\s+(?:the\s+)?(" + _AGG_ALT + r"))?\s+(?:the\s+|all\s+)?"
+_ADHOC = re.compile(r"\b((?:(?:" + _AGG_ALT + r")\s*,\s*)*(?:" + _AGG_ALT + r"))(?:,?\s+and\s+(?:the\s+)?(" + _AGG_ALT +
+                    r"))?\s+(?:the\s+|all\s+)?"
                     r"((?:[a-z_]+\s?){1,3}?)"
                     r"(?=\s*(?:\b(?:in|of|for|per|each|every|by|with|from|across|on|during|among|are|is|was|were|do|does|did|"
                     r"have|has|that|which|who|and|placed|shipped|sold|ordered)\b|,|\?|\.|$))")
@@ -112,7 +129,7 @@ _AMOUNT_WORDS = {"number", "count", "amount", "sum", "total", "average", "avg", 
                  "percent", "fraction", "proportion"}
 _GROUP_CUE = re.compile(r"\b(?:grouped by|broken down by|split by|for each|for every|in each|by|per|each|across)\s+"
                         r"((?:[a-z_]+\s?){1,4}?)(?=\s*(?:\b(?:in|for|with|where|during|between|from|since|before|"
-                        r"after|and|who|that|whose|when|ordered|sorted|having|of|on|top)\b|,|\?|\.|$))", re.I)
+                        r"after|and|who|that|whose|when|ordered|sorted|having|of|on|top)\b|\d|,|\?|\.|$))", re.I)
 
 
 @dataclass
@@ -127,6 +144,7 @@ class Plan:
     scores: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     aggregates: list[tuple[str, str, str]] = field(default_factory=list)  # ad-hoc (metric, 'entity.dim', agg)
+    unexplained: list[str] = field(default_factory=list)  # content words no part of the plan accounts for
     model: SemanticModel | None = None  # the model with those ad-hoc metrics, when there are any
 
 
@@ -154,6 +172,7 @@ class Linker:
             if ent.dimensions and ent.dimensions[0].type == "categorical":  # a date or number is no label
                 for t in [ent.name.replace("_", " "), *ent.synonyms]:
                     self.dim_texts.append((f"{ent.name}.{ent.dimensions[0].name}", t.lower()))
+        self.vocabulary = {w for _, t in self.metric_texts + self.dim_texts if len(t.split()) <= 3 for w in _words(t)}
         self.schema_phrases = sorted({t for _, t in self.metric_texts + self.dim_texts if len(t.split()) <= 3},
                                      key=len, reverse=True)
         self.mvecs = self.encode([t for _, t in self.metric_texts])
@@ -207,7 +226,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     today = today or dt.date.today()
     plan = Plan()
     q = question.strip()
-    qc = re.sub(r"\s*\([^()]*\)", " ", q)  # "(supply cost times quantity)" explains, it names nothing new
+    qc = _drop_definitions(q)
     qc = re.sub(r"(?<=[a-zA-Z])'[sS]\b|(?<=[a-zA-Z][sS])'(?=\s)", "", qc)  # "nation's customers" -> "nation customers"
     ql = qc.lower()
     consumed = ql
@@ -224,6 +243,9 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
                 continue
             for form in (v.lower(), *_demonyms(v)):  # "German customers" -> GERMANY
                 for m in re.finditer(r"(?<![A-Za-z0-9])" + re.escape(form) + r"(?![A-Za-z0-9])", masked):
+                    raw = qc[m.start():m.end()]
+                    if raw != v and raw.islower() and form in linker.vocabulary:
+                        continue  # "ship year", "suppliers that ship the most": the word, not the value SHIP
                     hits.append((m.start(), m.end(), ref, v))
     hits += _code_hits(qc, linker)  # "return flag of R", "status = 'F'"
     hits.sort(key=lambda h: (-(h[1] - h[0]), h[0]))
@@ -260,6 +282,26 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             plan.filters.append(Filter(lref, op, DimRef(rref)))
             plan.scores.append(min(1.0, ls, rs))
             plan.notes.append(f"{lref} {op} {rref}")
+            consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
+
+    # -- "average number of days between order date and ship date": a date difference, averaged
+    m = re.search(r"\b(average|avg|mean|total|maximum|max|minimum|min)\s+(?:number\s+of\s+)?(?:[a-z]+\s+){0,1}?days?\s+"
+                  r"(?:between|from)?\s*(?:the\s+|their\s+)?([a-z]+(?:\s[a-z]+)?)\s+(?:and|to|until)\s+(?:the\s+|their\s+)?"
+                  r"([a-z]+(?:\s[a-z]+)?)\b", consumed)
+    if m:
+        a, sa = linker.best(m.group(2), "dim", allowed=time_refs)
+        b, sb = linker.best(m.group(3), "dim", allowed=time_refs)
+        base = _many_side(model, a, b) if a and b and a != b and min(sa, sb) >= 0.6 else None
+        if base:
+            agg = next(x for pat, x in _AGG_WORDS if re.fullmatch(pat, m.group(1)))
+            ea, da, _ = model._dim(a)
+            eb, db, _ = model._dim(b)
+            expr = f"DATE_DIFF('day', {ea.name}.{da.sql}, {eb.name}.{db.sql})"
+            name = f"{agg}_days_{da.name}_to_{db.name}"
+            plan.aggregates.append((name, f"{base}:{expr}", agg))
+            plan.metrics.append(name)
+            plan.scores.append(min(1.0, sa, sb))
+            plan.notes.append(f"{agg} days {a} -> {b}")
             consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
 
     # -- numeric comparisons
@@ -324,6 +366,16 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             plan.filters.append(Filter(ref, "like", pat))
             plan.notes.append(f"{how} {v!r} -> {ref}")
             consumed = consumed[:m.start(2)] + " " * (m.end(3) - m.start(2)) + consumed[m.end(3):]
+    for m in re.finditer(r"\b(?:the\s+)?(?:word|string|text|term)\s+['\"]?([a-z0-9#\-]+)['\"]?\s+(?:in|inside)\s+"
+                         r"(?:their|its|the|his|her)\s+((?:[a-z_]+\s?){1,2})", consumed):  # "the word 'green' in their name"
+        ph = " ".join(w for w in _words(m.group(2)) if w not in _STOP)
+        ent_hint = " ".join(w for w in _words(consumed[:m.start()]) if w not in _STOP)[-40:]
+        ref, score = linker.best(f"{ent_hint.split()[-1]} {ph}" if ent_hint else ph, "dim", allowed=cat_dims) \
+            if ph else (None, 0.0)
+        if ref and score >= 0.45:
+            plan.filters.append(Filter(ref, "like", f"%{m.group(1)}%"))
+            plan.notes.append(f"contains {m.group(1)!r} -> {ref}")
+            consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
 
     # -- group-by dimensions
     dims: list[tuple[str, float]] = []
@@ -356,7 +408,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     if lead:
         group_phrases.append(lead.group(1).strip())
     wh = re.search(r"\b(?:which|what|each|every)\s+((?:[a-z_]+\s?){1,3}?)(?=\s+(?:has|have|had|is|are|was|were|"
-                   r"bought|sold|placed|shipped|generated|made|spent|with|by|in|got|received|did)\b)", consumed)
+                   r"bought|sold|placed|shipped|generated|made|spent|with|by|in|got|received|did|[a-z]+ed)\b)", consumed)
     if wh:
         group_phrases.append(wh.group(1).strip())
     ln = re.match(r"^\s*(?:list|show|name|display|give me|find|get)\s+(?:me\s+)?(?:the\s+)?(\d+)\s+"
@@ -413,7 +465,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         if not phrase or pwords & (_AMOUNT_WORDS | {"amount", "value", "number"}):
             continue  # "average number of days": not an aggregate of a column named 'number'
         found = []
-        for word in filter(None, (m.group(1), m.group(2))):
+        for word in [w.strip() for w in m.group(1).split(",")] + ([m.group(2)] if m.group(2) else []):
             agg = next(a for pat, a in _AGG_WORDS if re.fullmatch(pat, word))
             if agg == "count_distinct" and pwords & nouns:
                 continue  # "how many different suppliers": the model's count of suppliers
@@ -454,17 +506,23 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             met_scores[name] = (score, i, j)
     ranked = sorted(met_scores.items(), key=lambda kv: -kv[1][0])
     metric_span = ""
+    listed = bool(re.search(r"\band\b|,", consumed))
     if ranked and ranked[0][1][0] >= 0.55 and not plan.aggregates:
         top, (s0, i0, j0) = ranked[0]
         metric_span = " ".join(words[i0:j0])
         plan.metrics.append(top)
         plan.scores.append(min(1.0, s0))
-        if re.search(r"\band\b", consumed):
-            for name, (s, i, j) in ranked[1:4]:
-                if s >= 0.7 and (j <= i0 or i >= j0) and s >= s0 - 0.2:
-                    plan.metrics.append(name)
-                    plan.scores.append(min(1.0, s))
-                    break
+    if ranked and listed and (plan.metrics or plan.aggregates):
+        # "total quantity, total extended price and average discount": each named metric, spans apart
+        spans = [met_scores[x][1:] for x in plan.metrics if x in met_scores]
+        top_s = max([met_scores[x][0] for x in plan.metrics if x in met_scores] or [0.8])
+        for name, (s, i, j) in ranked:
+            if name in plan.metrics or s < 0.7 or s < top_s - 0.25 or len(plan.metrics) >= 4:
+                continue
+            if all(j <= a or i >= b for a, b in spans) and _listed_apart(words, spans, (i, j)):
+                plan.metrics.append(name)
+                plan.scores.append(min(1.0, s))
+                spans.append((i, j))
     # numeric comparisons -> WHERE on a numeric dimension or HAVING on a metric
     numeric_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "numeric"}
     base0 = model.base_entity(plan.metrics[0]) if plan.metrics else None
@@ -536,7 +594,39 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             plan.scores.append(0.3)
     if plan.metrics and (plan.limit or superl):
         plan.order_by = [(plan.metrics[0], desc)]
+    eq: dict[str, list[Filter]] = {}
+    for f in plan.filters:
+        if f.op == "=" and isinstance(f.value, str):
+            eq.setdefault(f.field, []).append(f)
+    for fld, fs in eq.items():  # a row has one value per column: "MAIL or SHIP", "MAIL and SHIP" mean either
+        if len(fs) > 1:
+            plan.filters = [f for f in plan.filters if f not in fs] + [Filter(fld, "in", [f.value for f in fs])]
+    plan.unexplained = _unexplained(consumed, plan, model, linker)
     return plan
+
+
+def _unexplained(text: str, plan: Plan, model: SemanticModel, linker: Linker) -> list[str]:
+    """Content words of the question that no metric, dimension, filter or pattern of the plan accounts
+    for ("never", "late", "profit"): the main sign that an answer misses part of the question."""
+    said: set[str] = set()
+    for name in plan.metrics:
+        said |= {w for n, t in linker.metric_texts if n == name for w in _words(t)}
+    refs = [d.split("__")[0] for d in plan.dimensions] + [f.field for f in plan.filters] \
+        + [r for _, r, _ in plan.aggregates if ":" not in r] + ([plan.time_dimension] if plan.time_dimension else [])
+    ents = set()
+    for ref in refs:
+        said |= {w for t in linker.texts_of(ref) for w in _words(t)}
+        ents.add(ref.split(".")[0])
+    for name in plan.metrics:
+        try:
+            ents.add(model.base_entity(name))
+        except UserError:
+            pass
+    for e in model.spec.entities:
+        if e.name in ents:
+            said |= {w for t in [e.name.replace("_", " "), *e.synonyms] for w in _words(t)}
+    said = {_stem(w) for w in said}
+    return [w for w in _words(text) if not w.isdigit() and w not in _GENERIC and _stem(w) not in said]
 
 
 def _dim_key(model: SemanticModel, ref: str) -> tuple[str, str]:
@@ -561,6 +651,9 @@ def _near_dims(model: SemanticModel, base: str) -> set[str]:
 
 _SHARE = re.compile(r"^\s*(?:what(?:'s|\s+is|\s+was|\s+are)?\s+)?(?:the\s+)?(percentage|percent|share|fraction|"
                     r"proportion|ratio)\s+of\s+(.+)$", re.I)
+_HAVE = re.compile(r"^\s*(?:on average,?\s+|in average,?\s+)how many\s+(.+?)\s+(?:does|do|did)\s+(?:an?|each|every|one)\s+"
+                   r"([a-z]+(?:\s[a-z]+)??)\s*(.*?)\s+(?:have|has|contain|include|get|receive)\b"
+                   r"\s*(.*?)[?.]?\s*$", re.I)
 _PER = re.compile(r"\b(?:average|avg|mean)\s+(?:number|count)\s+of\s+(.+?)\s+(?:per|for each|by each)\s+(?:an?\s+)?"
                   r"([a-z ]+?)(?=\s+(?:in|for|during|from|with|since|before|after)\b|\s*[?.]?\s*$)", re.I)
 
@@ -593,6 +686,14 @@ def _composite(question: str, model: SemanticModel, linker: Linker, today) -> tu
         sql = (f"SELECT {scale}CAST(n.{metric} AS DOUBLE) / NULLIF(d.{metric}, 0) AS {m.group(1).lower()} "
                f"FROM ({num}) AS n CROSS JOIN ({den}) AS d")
         return "semantic+share", sql, round(0.9 * float(np.mean(p.scores or [0.5])), 3)
+    m = _HAVE.match(question.strip())
+    if m:  # "on average, how many line items does an order placed in 1993 have?"
+        num, p1 = plan_sql(f"number of {m.group(1)} {m.group(3)} {m.group(4)}")
+        den, p2 = plan_sql(f"number of {m.group(2)} {m.group(3)} {m.group(4)}")
+        if num is not None and den is not None and p1.metrics != p2.metrics:
+            sql = (f"SELECT CAST(n.{p1.metrics[0]} AS DOUBLE) / NULLIF(d.{p2.metrics[0]}, 0) AS average_per "
+                   f"FROM ({num}) AS n CROSS JOIN ({den}) AS d")
+            return "semantic+ratio", sql, round(0.9 * float(np.mean((p1.scores or [0.5]) + (p2.scores or [0.5]))), 3)
     m = _PER.search(question.strip())
     if m:
         num, p1 = plan_sql(question[:m.start()] + f"number of {m.group(1)}" + question[m.end():])
@@ -675,6 +776,49 @@ def _code_hits(qc: str, linker: "Linker") -> list[tuple[int, int, str, str]]:
     return out
 
 
+_FORMULA = re.compile(r"\b(times|multiplied|divided|minus|plus|product of|sum of|ratio of)\b|(?<=\s)x(?=\s)|[*/=+]")
+
+
+def _many_side(model: SemanticModel, a: str, b: str) -> str | None:
+    """The entity whose rows both dimensions describe: the one that reaches the other by many-to-one hops."""
+    ea, eb = a.split(".")[0], b.split(".")[0]
+    for frm, to in ((ea, eb), (eb, ea)):
+        try:
+            if all(hop[4] for hop in model.join_path(frm, to)):
+                return frm
+        except UserError:
+            continue
+    return None
+
+
+def _listed_apart(words: list[str], spans: list[tuple[int, int]], new: tuple[int, int]) -> bool:
+    """A further metric counts only when 'and' or a comma stands between it and the others
+    (the words list has no commas: 'and' or an amount word must separate them)."""
+    for a, b in spans:
+        lo, hi = (b, new[0]) if b <= new[0] else (new[1], a)
+        between = words[lo:hi]
+        if not between or len(between) > 3 or not ({"and", "plus", "also", "with"} & set(between)
+                                                   or between[0] in _AMOUNT_WORDS | {"total", "average"}):
+            return False
+    return True
+
+
+def _drop_definitions(q: str) -> str:
+    """Formulas that explain a metric name nothing new: "(supply cost times quantity)", ", i.e. price x
+    (1 - discount)", "where tax = ...". Other parentheses are read as text: "(return flag R)"."""
+    def paren(m):
+        inner = m.group(1)
+        return " " if _FORMULA.search(inner) or re.match(r"\s*(by|e\.g\.|eg)\b", inner) else f" {inner} "
+    prev = None
+    while prev != q:  # innermost first: "(extended price x (1 - discount))"
+        prev, q = q, re.sub(r"\s*\(([^()]*)\)", paren, q)
+    m = re.search(r"(?:,\s*|\s+)(?:i\.e\.?|ie|that is|where\s+[a-z ]{1,30}?\s*(?:=|is defined as|means)|"
+                  r"(?:valued|defined|calculated|computed|measured)\s+(?:at|as))\s*,?\s*([^,;?]*)", q, re.I)
+    if m and _FORMULA.search(m.group(1)):
+        q = q[:m.start()] + " " + q[m.end():]
+    return q
+
+
 def _stem(w: str) -> str:
     return w[:-1] if w.endswith("s") and len(w) > 3 else w
 
@@ -724,12 +868,17 @@ def _time_range(text: str, today: dt.date) -> tuple[tuple[dt.date | None, dt.dat
     if m:
         start = dt.date(int(m.group(2)), _MONTHS[m.group(1)], 1)
         return (start, add_months(start, 1)), cut(m)
-    m = re.search(r"\b(before|until|after|since|from)\s+(\d{4}-\d{2}-\d{2}|(?:19|20)\d\d)\b", text)
+    m = re.search(r"\b(on or before|up to and including|through|before|until|on or after|after|since|from)\s+"
+                  r"(\d{4}-\d{2}-\d{2}|(?:19|20)\d\d)\b", text)
     if m:
         v = m.group(2)
         d = dt.date.fromisoformat(v) if "-" in v else dt.date(int(v), 1, 1)
+        if m.group(1) in ("on or before", "up to and including", "through"):  # inclusive end
+            return (None, d + dt.timedelta(days=1) if "-" in v else dt.date(int(v) + 1, 1, 1)), cut(m)
         if m.group(1) in ("before", "until"):
             return (None, d), cut(m)
+        if m.group(1) == "on or after":
+            return (d, None), cut(m)
         if m.group(1) == "after" and "-" not in v:
             d = dt.date(int(v) + 1, 1, 1)
         elif m.group(1) == "after":
@@ -768,6 +917,11 @@ def _time_range(text: str, today: dt.date) -> tuple[tuple[dt.date | None, dt.dat
         else:
             start = dt.date(today.year, 1, 1)
         return (start, today + dt.timedelta(days=1)), cut(m)
+    years = re.findall(r"(?<![\w#-])((?:19|20)\d\d)(?![\w-])", text)
+    if len(years) == 1:  # "orders per month 1995": a bare year is that year
+        m = re.search(r"(?<![\w#-])" + years[0] + r"(?![\w-])", text)
+        y = int(years[0])
+        return (dt.date(y, 1, 1), dt.date(y + 1, 1, 1)), cut(m)
     return None, text
 
 
@@ -871,7 +1025,7 @@ def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | Non
                            "filters": [(f.field, f.op, str(f.value)) for f in plan.filters],
                            "time_range": [str(x) if x else None for x in plan.time_range] if plan.time_range else None,
                            "time_dimension": plan.time_dimension, "order_by": plan.order_by, "limit": plan.limit,
-                           "notes": plan.notes}
+                           "notes": plan.notes, "unexplained": plan.unexplained}
             comp = _composite(question, semantic, linker, today)
             if comp is not None:  # "share of X that are Y", "average number of X per Y"
                 attempts.append(comp)
@@ -879,16 +1033,16 @@ def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | Non
                 q = (plan.model or semantic).compile(metrics=plan.metrics, dimensions=plan.dimensions, filters=plan.filters,
                                      time_range=plan.time_range, time_dimension=plan.time_dimension,
                                      order_by=plan.order_by, limit=plan.limit)
-                conf = float(np.clip(np.mean(plan.scores) if plan.scores else 0.5, 0, 1))
-                conf *= 0.9 if q.warnings else 1.0
-                attempts.append(("semantic", q.sql, round(conf, 3)))
+                attempts.append(("semantic", q.sql, 0.0))
+                out["warnings"] = q.warnings
         except UserError as exc:
             out["error"] = f"semantic layer: {exc}"
     err = None
-    for method, sql, conf in attempts:
+    for method, sql, _conf in attempts:
         res = _check_and_run(sql, schema, catalog, execute=execute, limit=limit)
         if res.get("error") is None:
-            out.update(res, method=method, confidence=conf)
+            feats = confidence_features(plan, method, bool(out.get("warnings")))
+            out.update(res, method=method, confidence=calibrated_confidence(feats), confidence_features=feats)
             return _dbt(out, dbt_dir, dbt_name)
         err = res["error"]
     if llm is not None:
@@ -902,12 +1056,47 @@ def answer(question: str, *, catalog, semantic: SemanticModel | str | Path | Non
             res = _check_and_run(sql, schema, catalog, execute=execute, limit=limit)
             if res.get("error") is None:
                 out.update(res, method="llm" if attempt == 0 else f"llm+repair{attempt}",
-                           confidence=round(0.5 / (1 + attempt), 3))
+                           confidence=round(_calibration().get("llm", 0.1) / (1 + attempt), 3))
                 return _dbt(out, dbt_dir, dbt_name)
             err, prev = res["error"], sql
             out["sql"] = sql
     out["error"] = err or out["error"] or "the question could not be linked to the semantic model; configure an LLM"
     return out
+
+
+# ---------------------------------------------------------------------- confidence
+CALIBRATION_FILE = Path(__file__).with_name("nl2sql_calibration.json")
+FEATURES = ("mean_link", "min_link", "unexplained", "unexplained_share", "composite", "fan_out", "elements")
+
+
+def confidence_features(plan: Plan, method: str, fan_out: bool) -> list[float]:
+    """What the calibrated confidence is computed from (names in FEATURES)."""
+    scores = [min(1.0, x) for x in plan.scores] or [0.5]
+    content = len(plan.unexplained) + len(plan.metrics) + len(plan.dimensions) + len(plan.filters) + 1
+    return [round(float(np.mean(scores)), 4), round(float(min(scores)), 4), float(len(plan.unexplained)),
+            round(len(plan.unexplained) / content, 4), float(method != "semantic"), float(fan_out),
+            float(len(plan.metrics) + len(plan.dimensions) + len(plan.filters) + bool(plan.time_range))]
+
+
+_CAL: dict[str, Any] | None = None
+
+
+def _calibration() -> dict[str, Any]:
+    global _CAL
+    if _CAL is None:
+        import json
+        _CAL = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
+    return _CAL
+
+
+def calibrated_confidence(features: list[float]) -> float:
+    """P(answer is right) from a logistic model fitted on labelled questions (benchmarks/nl2sql.py
+    --fit-calibration); the plain mean link score when no calibration file is installed."""
+    cal = _calibration()
+    if not cal.get("coef"):
+        return round(features[0], 3)
+    z = cal["intercept"] + sum(w * (x - m) / sd for w, x, m, sd in zip(cal["coef"], features, cal["mean"], cal["scale"]))
+    return round(1.0 / (1.0 + float(np.exp(-z))), 3)
 
 
 def _check_and_run(sql: str, schema, catalog, *, execute: bool, limit: int) -> dict[str, Any]:

@@ -172,18 +172,23 @@ class SemanticModel:
 
     # ------------------------------------------------------------------ catalog
     def with_aggregates(self, aggs: list[tuple[str, str, str]]) -> "SemanticModel":
-        """A copy with ad-hoc simple metrics over dimensions, each (metric name, 'entity.dim', agg):
-        "the earliest order date" is MIN over the order_date dimension, "how many distinct brands"
-        COUNT(DISTINCT) over brand. The model itself is left as it is."""
+        """A copy with ad-hoc simple metrics, each (metric name, what, agg): `what` is a dimension
+        ('entity.dim': "the earliest order date" is MIN over order_date, "how many distinct brands"
+        COUNT(DISTINCT) over brand) or 'entity:SQL' over entity-qualified columns of entities that
+        entity reaches ("days between order date and ship date"). The model itself is left as it is."""
         spec = self.spec.model_copy(deep=True)
         ents = {e.name: e for e in spec.entities}
-        for name, ref, agg in aggs:
+        for name, what, agg in aggs:
             if name in self.metrics:
                 continue
-            ent, dim, _ = self._dim(ref)
-            ents[ent.name].measures.append(Measure(name=f"_{name}", expr=dim.sql, agg=agg))
-            spec.metrics.append(Metric(name=name, measure=f"{ent.name}._{name}",
-                                       description=f"{agg.replace('_', ' ')} of {dim.name.replace('_', ' ')}"))
+            if ":" in what:
+                ent_name, expr = what.split(":", 1)
+                label = name.replace("_", " ")
+            else:
+                ent, dim, _ = self._dim(what)
+                ent_name, expr, label = ent.name, dim.sql, f"{agg.replace('_', ' ')} of {dim.name.replace('_', ' ')}"
+            ents[ent_name].measures.append(Measure(name=f"_{name}", expr=expr, agg=agg))
+            spec.metrics.append(Metric(name=name, measure=f"{ent_name}._{name}", description=label))
         return SemanticModel(spec, file=self.file)
 
     def dimension_refs(self) -> list[tuple[str, Entity, Dimension]]:
@@ -284,6 +289,8 @@ class SemanticModel:
             for leaf in leaf_names:
                 if self.metrics[leaf].filter:
                     needed |= self._entities_in(self.metrics[leaf].filter)
+                if self._measure(leaf).expr.strip() != "*":  # an expression over joined entities
+                    needed |= self._entities_in(self._measure(leaf).expr)
             from_sql, used, fanout = self._from_clause(base, needed - {None})
             joins_used += used
             tables |= {self.entities[n].table for n in {base} | {x for e in used for x in e}}
