@@ -383,6 +383,8 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     entity_nouns = {w.lower() for e in model.spec.entities for w in [e.name.replace("_", " "), *e.synonyms]}
     for g in _GROUP_CUE.finditer(consumed):
         phrase_words = g.group(1).split()
+        if "  " in consumed[g.start():g.start(1)]:
+            continue  # "shipped by AIR in 1995 arrived ...": the cue's object was a value, already a filter
         prev = re.findall(r"[a-z]+", consumed[:g.start()])[-1:]
         if g.group(0).lower().startswith("by") and prev and phrase_words and phrase_words[0] not in ("each", "every") \
                 and not set(phrase_words) & set(_GRAINS) \
@@ -497,11 +499,16 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             score -= 0.25  # "revenue from customers": the entity qualifies the metric, it is not the metric
         elif i > 1 and words[i - 1] == "of" and words[i - 2] not in _AMOUNT_WORDS | {"how", "quantity", "value"}:
             score -= 0.25  # "revenue of orders with priority ...": qualifies; "number of orders" does not
-        if lst and span in lst.group(1):
+        if lst and span in lst.group(1) and (span in entity_nouns or _stem(span) in entity_nouns
+                                             or span.rstrip("s") in entity_nouns):
             continue  # "list the suppliers": a listing, not a count
         if any(span in g for g in dim_phrases):
             score -= 0.3  # "top 10 customers by revenue": the grouping noun is not the metric
         score += 0.03 * (j - i - 1)  # longer exact phrases are more specific
+        if i > 1 and words[i - 2:i] in (["how", "much"], ["how", "many"]):
+            score += 0.1  # "how much revenue came from returned line items": the asked amount
+        elif i > 1 and words[i - 1].endswith("ed") and words[i - 2] in ("from", "for", "of", "with", "among", "by"):
+            score -= 0.25  # "from returned line items": qualifies, like "from line items"
         if name and score > met_scores.get(name, (0, 0, 0))[0]:
             met_scores[name] = (score, i, j)
     ranked = sorted(met_scores.items(), key=lambda kv: -kv[1][0])
@@ -560,6 +567,14 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         ref, score = linker.best(" ".join(w for w in _words(lst.group(1)) if w not in _STOP), "dim")
         if ref and score >= 0.45:
             dims.append((ref, score))
+    cols = _listed_columns(consumed, linker, entity_nouns)
+    if cols and not plan.aggregates and not any(f.field in model.metrics for f in plan.filters):
+        # "list the names and account balances of customers in ...": rows, not a total
+        counts = {m for m in plan.metrics if model._measure(model._simple_leaves(m)[0]).agg in ("count_distinct", "count")}
+        if set(plan.metrics) <= counts or not metric_span or all(metric_span not in c for c in cols):
+            plan.metrics, plan.scores = [], [sc for _, sc in cols]
+            dims = [(r, sc) for r, sc in cols] + [d for d in dims if d[0] not in {r for r, _ in cols}
+                                                  and "__" in d[0]]
     # time dimension and grains
     base = model.base_entity(plan.metrics[0]) if plan.metrics else None
     td = _time_dimension(consumed, model, base)
@@ -715,6 +730,9 @@ def _pick_value_dim(ql: str, start: int, cands: list[tuple[str, str]], model: Se
     def score(c):
         ent = model.entities[c[0].split(".")[0]]
         names = set(_words(ent.name)) | {w for s in ent.synonyms for w in _words(s)} | set(_words(ent.description))
+        for other in model.spec.entities:  # "the country of the supplier": the supplier's synonyms too (vendors)
+            if other.name in names and other is not ent:
+                names |= {w for s in other.synonyms for w in _words(s)}
         names = {_stem(w) for w in names} - {"nation", "country", "region", "the", "of"}
         return (len(names & window), len(names & everywhere))
     return max(cands, key=score)
@@ -791,6 +809,28 @@ def _many_side(model: SemanticModel, a: str, b: str) -> str | None:
     return None
 
 
+def _listed_columns(text: str, linker: Linker, entity_nouns: set[str]) -> list[tuple[str, float]]:
+    """ "list the names and account balances of customers ...", "show part key, name and size of parts":
+    the columns asked for, each linked in the sense of the entity named after 'of'."""
+    m = re.match(r"^\s*(?:list|show|display|give me|return|get)\s+(?:me\s+)?(?:all\s+)?(?:the\s+)?(.+?)\s+(?:of|for)\s+"
+                 r"(?:all\s+|every\s+|each\s+|the\s+|our\s+)?((?:[a-z0-9#_]+\s+){0,3}?)([a-z_]+)\b", text)
+    if not m or not re.search(r",|\band\b", m.group(1)):
+        return []
+    noun = m.group(3)
+    if noun not in entity_nouns and _stem(noun) not in entity_nouns and noun.rstrip("s") not in entity_nouns:
+        return []
+    out = []
+    for ph in re.split(r"\s*,\s*|\s+and\s+", m.group(1)):
+        words = [w for w in _words(ph) if w not in _STOP]
+        if not words:
+            return []
+        ref, score = linker.best(f"{_stem(noun)} {' '.join(_stem(w) for w in words)}", "dim")
+        if not ref or score < 0.6:
+            return []
+        out.append((ref, score))
+    return list(dict.fromkeys(out))
+
+
 def _listed_apart(words: list[str], spans: list[tuple[int, int]], new: tuple[int, int]) -> bool:
     """A further metric counts only when 'and' or a comma stands between it and the others
     (the words list has no commas: 'and' or an amount word must separate them)."""
@@ -820,6 +860,8 @@ def _drop_definitions(q: str) -> str:
 
 
 def _stem(w: str) -> str:
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
     return w[:-1] if w.endswith("s") and len(w) > 3 else w
 
 
