@@ -186,7 +186,11 @@ def fit_calibration(records: list[dict], sets: list[str], baseline_acc: float | 
 
 
 def reliability_plot(records: list[dict], label: str, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("reliability diagram skipped: pip install -e '.[bench]' (matplotlib)", flush=True)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np

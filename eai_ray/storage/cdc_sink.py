@@ -234,10 +234,11 @@ class CdcSink:
     def _write_table(self, t: str, evs: list[ChangeEvent], end: str, props: dict, stats: WriteStats) -> None:
         bname = self.bronze(t)
         wm = self.watermark(bname)
-        fresh = [e for e in evs if e.position > wm]
-        stats.skipped += len(evs) - len(fresh)
-        if fresh:
-            bronze = self._bronze_rows(t, fresh)
+        rows = self._bronze_rows(t, evs)  # once per batch: bronze and the silver upserts are cut from it
+        fresh_n = sum(1 for e in evs if e.position > wm)
+        stats.skipped += len(evs) - fresh_n
+        if fresh_n:
+            bronze = rows if fresh_n == len(evs) else rows.filter(pc.greater(rows.column(POSITION), pa.scalar(wm)))
             self._append(bname, bronze, props)
             stats.bronze_rows += bronze.num_rows
         swm = self.watermark(self.silver(t))
@@ -249,13 +250,13 @@ class CdcSink:
         for i, e in enumerate(todo):
             if e.op == "t":
                 if segment:
-                    self._apply(t, segment, {**props, POS_PROP: segment[-1].position}, stats)
+                    self._apply(t, segment, {**props, POS_PROP: segment[-1].position}, stats, rows)
                     segment = []
                 self._truncate(t, e, {**props, POS_PROP: e.position} if i < len(todo) - 1 else props)
             else:
                 segment.append(e)
         if segment:
-            self._apply(t, segment, props, stats)
+            self._apply(t, segment, props, stats, rows)
 
     def _bronze_rows(self, t: str, evs: list[ChangeEvent]) -> pa.Table:
         cols = list(self.specs[t].types)
@@ -306,7 +307,8 @@ class CdcSink:
         if quarantine.num_rows:
             self._append(name, quarantine.cast(QUARANTINE_SCHEMA), props)
 
-    def _apply(self, t: str, evs: list[ChangeEvent], props: dict, stats: WriteStats) -> None:
+    def _apply(self, t: str, evs: list[ChangeEvent], props: dict, stats: WriteStats,
+               rows: pa.Table | None = None) -> None:
         keys = self.keys(t)
         spec_types = self._silver_types(t)
         upserts = [e for e in evs if e.op != "d"]
@@ -314,7 +316,13 @@ class CdcSink:
         parts = []
         quarantine = pa.table({f.name: pa.array([], f.type) for f in QUARANTINE_SCHEMA})
         if upserts:
-            bronze = self._bronze_rows(t, upserts)
+            if rows is not None and len(upserts) == rows.num_rows:
+                bronze = rows
+            elif rows is not None:  # the batch's rows of these upserts, in order
+                want = pa.array([e.position for e in upserts], pa.string())
+                bronze = rows.filter(pc.is_in(rows.column(POSITION), value_set=want))
+            else:
+                bronze = self._bronze_rows(t, upserts)
             good, quarantine = self._typed(t, bronze)
             good = self._with_meta(good, bronze, deleted=False, quarantine=quarantine)
             if any(e.unchanged for e in upserts):
