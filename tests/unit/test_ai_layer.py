@@ -210,3 +210,31 @@ def test_nl2sql_tpch_golden():
         assert a["valid"], (c["q"], a["error"])
         got[c["q"]] = a["sql"]
     assert got == golden("nl2sql_tpch.json", got)
+
+
+# ---------------------------------------------------------------------- NL-to-SQL: general constructions
+def _plan(q, model, tables):
+    linker = nl2sql.Linker(model, values=nl2sql.dimension_values(model, tables=tables))
+    return nl2sql.parse_question(q, model, linker, today=dt.date(2026, 6, 1))
+
+
+def test_adhoc_aggregates_and_value_lists(demo_tables, demo_model):
+    p = _plan("what are the earliest and latest order dates", demo_model, demo_tables)
+    assert [a[2] for a in p.aggregates] == ["min", "max"] and {a[1] for a in p.aggregates} == {"orders.ordered_at"}
+    a = nl2sql.answer("what are the earliest and latest order dates", catalog=demo_tables, semantic=demo_model)
+    assert a["valid"] and len(a["rows"]) == 1 and len(a["rows"][0]) == 2
+    dates = demo_tables["silver.orders"].column("ordered_at").to_pylist()
+    assert sorted(a["rows"][0].values()) == [min(dates), max(dates)]
+    # two values of one column are either/or, never both
+    p = _plan("revenue from customers in DE or FR", demo_model, demo_tables)
+    assert [(f.field, f.op, sorted(f.value)) for f in p.filters] == [("customers.country", "in", ["DE", "FR"])]
+
+
+def test_unexplained_words_lower_the_confidence(demo_tables, demo_model):
+    plain = nl2sql.answer("revenue by country", catalog=demo_tables, semantic=demo_model)
+    odd = nl2sql.answer("revenue by country excluding refunded warranty claims", catalog=demo_tables,
+                        semantic=demo_model)
+    assert {"refunded", "warranty", "claims"} <= set(odd["plan"]["unexplained"])
+    assert not plain["plan"]["unexplained"]
+    assert 0 < odd["confidence"] < plain["confidence"] <= 1
+    assert len(odd["confidence_features"]) == len(nl2sql.FEATURES)
