@@ -170,28 +170,29 @@ class CdcConsumer:
 
     def _read(self, stop: threading.Event, resume: str | None) -> None:
         last_commit = None
+        versions, open_, n = self._versions, self._open, 0
         for item in self.source.stream(resume):
-            if stop.is_set():
-                break
-            self._writer.raise_error()
-            self._ack()
-            if isinstance(item, ChangeEvent):
+            if type(item) is ChangeEvent:  # the hot path: one row change inside a transaction
                 # a driver that reconnects by itself may resend a transaction from its start
                 if self._pending and item.position <= self._pending[-1].position:
                     continue
-                if self._open and item.position <= self._open[-1].position:
-                    self._open = [x for x in self._open if x.position < item.position]
-                self._check_schema(item)
-                self._open.append(item)
+                if open_ and item.position <= open_[-1].position:
+                    open_[:] = [x for x in open_ if x.position < item.position]
+                if versions.get(item.table) != item.schema_version:
+                    self._check_schema(item)
+                open_.append(item)
                 if self._oldest is None:
                     self._oldest = self.clock()
+                n += 1
+                if n & 511:  # every 512 events: stop, writer errors, the time-based flush
+                    continue
             elif isinstance(item, TxEnd):
                 if last_commit is not None and item.commit <= last_commit:
-                    self._open = []
+                    open_.clear()
                     continue
                 last_commit = item.commit
-                self._pending.extend(self._open)
-                self._open = []
+                self._pending.extend(open_)
+                open_.clear()
                 self._last_tx = item
                 self.status.transactions += 1
                 self.status.buffered = len(self._pending)
@@ -200,8 +201,12 @@ class CdcConsumer:
             elif isinstance(item, BadEvent):
                 self._bad.append(item)
             elif isinstance(item, Heartbeat):
-                if not self._pending and not self._open and not self._bad and self._writer.idle():
+                if not self._pending and not open_ and not self._bad and self._writer.idle():
                     self.source.ack(item.resume)  # idle: let the source free its log
+            if stop.is_set():
+                break
+            self._writer.raise_error()
+            self._ack()
             if self._last_tx is not None and self._oldest is not None \
                     and self.clock() - self._oldest >= self.flush_seconds:
                 self.flush()
@@ -347,15 +352,10 @@ def build_source(cfg, source):
 def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
     """The consumer for one source of a pipeline: its CDC source, the Iceberg sink and the settings."""
     from eai_ray.config import CdcConfig
-    from eai_ray.storage.catalog import open_catalog
-    from eai_ray.storage.cdc_sink import CdcSink
 
     source = cfg.source(source_name)
     cdc = source.cdc or CdcConfig()
-    catalog = catalog or open_catalog(cfg)
-    silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}
-    sink = CdcSink(catalog, source=source_name, silver=silver, deletes=cdc.deletes, scd2=cdc.scd2,
-                   run_id=f"cdc-{cfg.name}-{source_name}")
+    sink = build_sink(cfg, source_name, catalog=catalog)
     reader = build_source(cfg, source)
     if cdc.transport == "kafka":  # a consumer-group reader of the topics the publisher fills
         from eai_ray.ingestion.cdc.kafka import KafkaCdcSource
@@ -363,6 +363,18 @@ def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
                                 source_name=source_name, pipeline=cfg.name)
     return CdcConsumer(reader, sink, flush_rows=cdc.flush_rows,
                        flush_seconds=cdc.flush_seconds, on_slot_lost=cdc.on_slot_lost)
+
+
+def build_sink(cfg, source_name: str, *, catalog=None):
+    """The Iceberg sink of one CDC source (also built inside the sink process)."""
+    from eai_ray.config import CdcConfig
+    from eai_ray.storage.catalog import open_catalog
+    from eai_ray.storage.cdc_sink import CdcSink
+
+    cdc = cfg.source(source_name).cdc or CdcConfig()
+    silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}
+    return CdcSink(catalog or open_catalog(cfg), source=source_name, silver=silver, deletes=cdc.deletes,
+                   scd2=cdc.scd2, run_id=f"cdc-{cfg.name}-{source_name}")
 
 
 def build_publisher(cfg, source_name: str):

@@ -249,16 +249,17 @@ def transform(bronze: pa.Table, spec: SilverTable, *, source_types: dict[str, pa
     good_mask = pc.invert(bad)
     good = typed.filter(good_mask)
     qidx = pc.indices_nonzero(bad)
-    record = _record_json(bronze)
+    m = len(qidx)
+    # only the rejected rows are written out as JSON (most batches have none)
+    record = _record_json(bronze.take(qidx)) if m else pa.array([], pa.string())
     position = (bronze.column("_eai_position").combine_chunks().cast(pa.string())
                 if "_eai_position" in bronze.column_names else pa.nulls(n, pa.string()))
-    m = len(qidx)
     quarantine = pa.table({
         "_eai_run_id": pa.array([run_id] * m, pa.string()),
         "_eai_source": pa.array([source] * m, pa.string()),
         "_eai_rule": rule_name.take(qidx),
         "_eai_reason": reason.take(qidx),
-        "_eai_record": record.take(qidx),
+        "_eai_record": record,
         "_eai_position": position.take(qidx),
         "_eai_quarantined_at": pa.array([now] * m, pa.timestamp("us", tz="UTC")),
     }, schema=QUARANTINE_SCHEMA)

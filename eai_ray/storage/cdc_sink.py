@@ -23,6 +23,9 @@ Example::
 """
 from __future__ import annotations
 
+from itertools import repeat
+from operator import attrgetter
+
 import datetime as dt
 import time
 from dataclasses import dataclass, field
@@ -61,6 +64,9 @@ class WriteStats:
     rejected: int = 0
     skipped: int = 0  # already committed before a restart
     tables: dict[str, int] = field(default_factory=dict)
+
+
+_TEXT_TYPES = {str, type(None)}
 
 
 def _text(v: Any) -> str | None:
@@ -261,23 +267,31 @@ class CdcSink:
     def _bronze_rows(self, t: str, evs: list[ChangeEvent]) -> pa.Table:
         cols = list(self.specs[t].types)
         seen = set(cols)
-        for e in evs:
-            for c in e.values():
-                if c not in seen:
-                    seen.add(c)
-                    cols.append(c)
-        data: dict[str, Any] = {
-            "_eai_op": pa.array([e.op for e in evs], pa.string()),
-            POSITION: pa.array([e.position for e in evs], pa.string()),
-            "_eai_commit": pa.array([e.commit for e in evs], pa.int64()),
-            "_eai_tx": pa.array([e.tx_id for e in evs], pa.string()),
-            "_eai_commit_time": pa.array([e.commit_time for e in evs], pa.timestamp("us", tz="UTC")),
-            "_eai_schema_version": pa.array([e.schema_version for e in evs], pa.int32()),
-            "_eai_unchanged": pa.array([",".join(e.unchanged) if e.unchanged else None for e in evs], pa.string()),
-        }
         vals = [e.values() if e.op != "t" else {} for e in evs]
+        for v in vals:
+            if v.keys() - seen:
+                for c in v:
+                    if c not in seen:
+                        seen.add(c)
+                        cols.append(c)
+        # column-wise through C-level map/attrgetter: this runs for every change event
+        get = {a: list(map(attrgetter(a), evs)) for a in ("op", "position", "commit", "tx_id", "commit_time",
+                                                          "schema_version", "unchanged")}
+        data: dict[str, Any] = {
+            "_eai_op": pa.array(get["op"], pa.string()),
+            POSITION: pa.array(get["position"], pa.string()),
+            "_eai_commit": pa.array(get["commit"], pa.int64()),
+            "_eai_tx": pa.array(get["tx_id"], pa.string()),
+            "_eai_commit_time": pa.array(get["commit_time"], pa.timestamp("us", tz="UTC")),
+            "_eai_schema_version": pa.array(get["schema_version"], pa.int32()),
+            "_eai_unchanged": pa.array([",".join(u) if u else None for u in get["unchanged"]], pa.string()),
+        }
         for c in cols:
-            data[c] = pa.array([_text(v.get(c)) for v in vals], pa.string())
+            raw = list(map(dict.get, vals, repeat(c)))
+            if set(map(type, raw)) <= _TEXT_TYPES:  # pgoutput sends text already
+                data[c] = pa.array(raw, pa.string())
+            else:  # binlog values: ints, decimals, datetimes, bytes
+                data[c] = pa.array([_text(v) for v in raw], pa.string())
         return pa.table(data)
 
     def _typed(self, t: str, bronze: pa.Table) -> tuple[pa.Table, pa.Table]:
