@@ -254,9 +254,15 @@ class CdcConsumer:
         end = end_of(tx.commit)
         stats = self.sink.write(events, bad=bad, end=end, resume=tx.resume)
         now_wall = self.wall()
-        for e in events:
-            if e.commit_time is not None:
-                self._latency.append((now_wall - e.commit_time).total_seconds() * 1000)
+        last, ms = None, 0.0
+        lat = self._latency
+        for e in events:  # one datetime per transaction: compute each once
+            ct = e.commit_time
+            if ct is not last:
+                last = ct
+                ms = (now_wall - ct).total_seconds() * 1000 if ct is not None else None
+            if ms is not None:
+                lat.append(ms)
         s = self.status
         s.events += len(events)
         s.flushes += 1

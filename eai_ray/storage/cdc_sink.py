@@ -267,9 +267,10 @@ class CdcSink:
     def _bronze_rows(self, t: str, evs: list[ChangeEvent]) -> pa.Table:
         cols = list(self.specs[t].types)
         seen = set(cols)
-        vals = [e.values() if e.op != "t" else {} for e in evs]
-        for v in vals:
-            if v.keys() - seen:
+        vals = [{} if e.op == "t" else e.after if e.after is not None else e.before if e.before is not None
+                else e.key for e in evs]
+        if set().union(*vals) - seen:  # a column the catalog did not list (rare): keep first-seen order
+            for v in vals:
                 for c in v:
                     if c not in seen:
                         seen.add(c)
