@@ -750,15 +750,15 @@ _DEMONYM = {
     "france": "french", "germany": "german", "ghana": "ghanaian", "greece": "greek", "hungary": "hungarian",
     "iceland": "icelandic", "india": "indian", "indonesia": "indonesian", "iran": "iranian", "iraq": "iraqi",
     "ireland": "irish", "israel": "israeli", "italy": "italian", "japan": "japanese", "jordan": "jordanian",
-    "kenya": "kenyan", "korea": "korean", "south korea": "south korean korean", "lebanon": "lebanese",
+    "kenya": "kenyan", "korea": "korean", "south korea": "south korean|korean", "lebanon": "lebanese",
     "malaysia": "malaysian", "mexico": "mexican", "morocco": "moroccan", "mozambique": "mozambican",
     "netherlands": "dutch", "new zealand": "new zealander", "nigeria": "nigerian", "norway": "norwegian",
     "pakistan": "pakistani", "peru": "peruvian", "philippines": "filipino philippine", "poland": "polish",
     "portugal": "portuguese", "romania": "romanian", "russia": "russian", "saudi arabia": "saudi",
     "serbia": "serbian", "singapore": "singaporean", "south africa": "south african", "spain": "spanish",
     "sweden": "swedish", "switzerland": "swiss", "syria": "syrian", "taiwan": "taiwanese", "thailand": "thai",
-    "tunisia": "tunisian", "turkey": "turkish", "ukraine": "ukrainian", "united kingdom": "british uk",
-    "united states": "american us usa", "uruguay": "uruguayan", "venezuela": "venezuelan",
+    "tunisia": "tunisian", "turkey": "turkish", "ukraine": "ukrainian", "united kingdom": "british|uk",
+    "united states": "american|usa", "uruguay": "uruguayan", "venezuela": "venezuelan",
     "vietnam": "vietnamese", "africa": "african", "america": "american", "asia": "asian", "europe": "european",
     "middle east": "middle eastern", "oceania": "oceanian", "latin america": "latin american",
     "north america": "north american", "south america": "south american",
@@ -766,12 +766,12 @@ _DEMONYM = {
 
 
 def _demonyms(value: str) -> tuple[str, ...]:
+    """Adjective forms of a country or region value: 'GERMANY' -> ('german',). Forms are separated by
+    '|' where one has several words ('south korean|korean'), else by spaces."""
     forms = _DEMONYM.get(value.lower())
     if not forms:
         return ()
-    out = forms.split() if " " not in value.strip() else [forms] if forms.count(" ") == value.count(" ") else []
-    multi = [f for f in ([forms] if " " in forms else []) if f not in out]
-    return tuple(dict.fromkeys([*out, *multi]))
+    return tuple(forms.split("|") if "|" in forms else forms.split())
 
 
 def _code_hits(qc: str, linker: "Linker") -> list[tuple[int, int, str, str]]:

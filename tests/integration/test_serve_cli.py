@@ -2,7 +2,6 @@
 URL, answers over HTTP with the API key, and stops cleanly on Ctrl-C (SIGINT)."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,19 +10,13 @@ import time
 import pytest
 import requests
 
+from tests.integration.cdc_services import free_port
+
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_eai_serve_command_serves_and_stops(tmp_path):
-    port, key = _free_port(), "serve-cli-test-key"
+    port, key = free_port(), "serve-cli-test-key"
     env = {**os.environ, "EAI_RAY_DASHBOARD": "0", "EAI_API_KEY": key, "RAY_ADDRESS": ""}
     proc = subprocess.Popen([sys.executable, "-m", "eai_ray.cli", "serve", "--port", str(port), "--llm-backend", "none"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
