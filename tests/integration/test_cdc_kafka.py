@@ -117,7 +117,8 @@ def test_postgres_through_kafka_exactly_once(private_postgres, private_kafka, tm
             streamed = sum(v for k, v in ops.items() if k != "r")
             return streamed >= work.total and silver_rows(catalog, "silver.pg_items") == expected
 
-        ok = wait_until(caught_up, timeout=60, interval=1.0)
+        # a loaded CI machine restarts killed processes slowly: wait long, then tell "behind" from "lost"
+        ok = wait_until(caught_up, timeout=240, interval=1.0)
     finally:
         consumer.kill()
         publisher.kill()
@@ -129,6 +130,8 @@ def test_postgres_through_kafka_exactly_once(private_postgres, private_kafka, tm
         print((broker.dir / "kafka.log").read_text(errors="replace")[-3000:])
         _diagnose(broker, catalog)
     assert rows == distinct, "bronze holds a change twice"
+    assert ok or rows >= work.total, (f"the consumer did not catch up within 240 s: bronze {dict(ops)}, "
+                                      f"workload {dict(work.counts)}")
     assert ops.get("c", 0) == work.counts["c"], "inserts lost or doubled"
     assert ops.get("u", 0) == work.counts["u"], "updates lost or doubled"
     assert ops.get("d", 0) == work.counts["d"], "deletes lost or doubled"
