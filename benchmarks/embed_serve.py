@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-request", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in the replica (default: all cores)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cores = os.cpu_count() or 1
@@ -78,7 +79,7 @@ def main() -> int:
              namespace="eai-bench")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"api_key_sha256": sha256(key), "llm_backend": "none", "embedder_threads": cores,
+        serve.run(build_app({"api_key_sha256": sha256(key), "llm_backend": "none", "embedder_threads": args.threads or cores,
                              "max_texts": max(2048, args.per_request)}),
                   name="eai", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}/v1/embed"

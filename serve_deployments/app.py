@@ -60,7 +60,8 @@ def build_app(args: dict[str, Any] | None = None):
 
     args: ``gpu`` (Embedder asks for one GPU; default EAI_SERVE_GPU), ``embedder_replicas``,
     ``llm_replicas``, ``embedder_cpus``/``llm_cpus`` (Ray CPUs per replica, default 1), ``embedder_threads``
-    (torch threads; default Ray's, i.e. the replica's CPUs), ``llm_backend`` (default EAI_LLM_BACKEND), ``auth``, ``api_key_sha256``,
+    (torch threads; default Ray's, i.e. the replica's CPUs), ``embedder_batch_wait_s`` (how long a
+    model batch waits for more requests, default 0.05 s), ``llm_backend`` (default EAI_LLM_BACKEND), ``auth``, ``api_key_sha256``,
     ``max_body_bytes``, ``max_texts``, ``max_text_chars``, ``max_rows``.
     """
     args = dict(args or {})
@@ -70,6 +71,7 @@ def build_app(args: dict[str, Any] | None = None):
     emb_cpus = float(args.pop("embedder_cpus", 1))
     llm_cpus = float(args.pop("llm_cpus", 1))
     emb_threads = args.pop("embedder_threads", None)
+    emb_wait = float(args.pop("embedder_batch_wait_s", 0.05))
     api = {k: args.pop(k) for k in list(args) if k in ApiSettings.model_fields}
     if args:
         raise ValueError(f"unknown args for serve_deployments.app:build_app: {sorted(args)}")
@@ -77,7 +79,7 @@ def build_app(args: dict[str, Any] | None = None):
     if s.gpu:
         emb_opts["num_gpus"] = 1
     embedder = EmbedderDeployment.options(num_replicas=s.embedder_replicas, ray_actor_options=emb_opts).bind(
-        device="cuda" if s.gpu else None, threads=emb_threads)
+        device="cuda" if s.gpu else None, threads=emb_threads, batch_wait_s=emb_wait)
     llm = LLMDeployment.options(num_replicas=s.llm_replicas, ray_actor_options={"num_cpus": llm_cpus}).bind(
         backend=llm_backend)
     return Gateway.bind(embedder, llm, api)
