@@ -25,9 +25,12 @@ class CdcActor:
     def __init__(self, cfg, source_name: str, secrets: dict[str, str] | None = None) -> None:
         from eai_ray.orchestration.cdc import build_consumer
 
+        from eai_ray.runtime import tune_gc_for_streaming
+
         provide_secrets(secrets)
         self._stop = threading.Event()
         self._consumer = build_consumer(cfg, source_name)
+        tune_gc_for_streaming()  # this worker process exists for the consumer alone
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="eai-cdc", daemon=True)
         self._thread.start()
@@ -72,6 +75,8 @@ class KafkaPublisherActor:
         provide_secrets(secrets)
         self._stop = threading.Event()
         self._pub = build_publisher(cfg, source_name)
+        from eai_ray.runtime import tune_gc_for_streaming
+        tune_gc_for_streaming()  # this worker process exists for the publisher alone
         self._thread = threading.Thread(target=self._pub.run, args=(self._stop,), name="eai-cdc-pub", daemon=True)
         self._thread.start()
 

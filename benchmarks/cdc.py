@@ -9,7 +9,8 @@ stopped at the end) holds one table. Two slots are created before any change is 
    psycopg2's replication stream that decodes every pgoutput message to text tuples (the same
    decoder ours uses) and acknowledges every 1,000 messages, nothing else. Ours is the direct
    transport: CdcConsumer -> micro-batches -> bronze change log + silver MERGE by position, in
-   this process. Events/s = change events / wall time until the last commit is visible.
+   this process, with the garbage-collector settings the CDC actor uses (tune_gc_for_streaming).
+   Events/s = change events / wall time until the last commit is visible.
 2. Latency at a fixed offered load (--rate changes/s, 10-row transactions, --seconds long):
    commit-to-visible = the moment the silver MERGE holding the change committed minus the
    source commit timestamp, per change; p50 and p99 are printed.
@@ -46,6 +47,7 @@ from eai_ray.config import parse_pipeline  # noqa: E402
 from eai_ray.ingestion.cdc.events import ChangeEvent, TxEnd  # noqa: E402
 from eai_ray.ingestion.cdc.pgoutput import PgOutputDecoder  # noqa: E402
 from eai_ray.orchestration.cdc import build_consumer  # noqa: E402
+from eai_ray.runtime import tune_gc_for_streaming  # noqa: E402
 from tests.integration.cdc_services import start_postgres  # noqa: E402
 
 TABLE = "CREATE TABLE bench (id bigint PRIMARY KEY, k int, name text, qty bigint, price numeric(12,2))"
@@ -144,7 +146,10 @@ def offered_load(conn, rate: float, seconds: float, start_id: int) -> int:
 
 def _publisher(raw: dict) -> None:  # its own process
     from eai_ray.orchestration.cdc import build_publisher
-    build_publisher(parse_pipeline(raw), "pg").run(threading.Event())
+    from eai_ray.runtime import tune_gc_for_streaming
+    pub = build_publisher(parse_pipeline(raw), "pg")
+    tune_gc_for_streaming()  # as the publisher actor does
+    pub.run(threading.Event())
 
 
 def kafka_latency(pg, db: str, base: Path, conn, args) -> None:
@@ -227,6 +232,7 @@ def main() -> None:
 
         say("ours: direct transport, backlog -> bronze + silver ...")
         ours = Consumer(cfg)
+        tune_gc_for_streaming()  # as the CDC actor and `eai cdc run` do at start (after the floor ran)
         t0 = time.perf_counter()
         ours.start()
         ours.wait_events(total)

@@ -119,6 +119,8 @@ def cmd_run(args) -> int:
     cfg, sources = _sources(args)
     stop = threading.Event()
     consumers = [build_consumer(cfg, s.name) for s in sources]
+    from eai_ray.runtime import tune_gc_for_streaming
+    tune_gc_for_streaming()  # `eai cdc run` is this process's only job
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
     from eai_ray.orchestration.cdc import build_publisher
     threads += [threading.Thread(target=build_publisher(cfg, s.name).run, args=(stop,), daemon=True)
