@@ -26,7 +26,8 @@ import pytest
 
 from eai_ray.config import parse_pipeline
 from eai_ray.storage.catalog import open_catalog
-from tests.integration.cdc_workload import Workload, bronze_counts, pg_schema, silver_rows, source_rows, wait_until
+from tests.integration.cdc_workload import (Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows,
+                                            wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,13 @@ UNDER_LOAD = os.environ.get("EAI_CDC_KAFKA_RESTART_UNDER_LOAD") == "1"
 def _run_consumer(raw: dict) -> None:  # child process: one consumer-group member
     from eai_ray.orchestration.cdc import build_consumer
     cfg = parse_pipeline(raw)
-    build_consumer(cfg, "pg").run(threading.Event())
+    build_consumer(cfg, cfg.sources[0].name).run(threading.Event())
 
 
 def _run_publisher(raw: dict) -> None:  # child process: the publisher
     from eai_ray.orchestration.cdc import build_publisher
     cfg = parse_pipeline(raw)
-    build_publisher(cfg, "pg").run(threading.Event())
+    build_publisher(cfg, cfg.sources[0].name).run(threading.Event())
 
 
 class Proc:
@@ -63,22 +64,44 @@ class Proc:
             self.p.join(10)
 
 
-def test_postgres_through_kafka_exactly_once(private_postgres, private_kafka, tmp_path):
-    import psycopg2
-    pg, broker = private_postgres, private_kafka
-    db = pg.create_database("cdc_kafka")
-    connect = lambda: psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname=db)  # noqa: E731
+def _source(engine: str, request, db_name: str):
+    """(connect, source block) for a fresh database on the engine's private server."""
+    if engine == "postgres":
+        import psycopg2
+        pg = request.getfixturevalue("private_postgres")
+        db = pg.create_database(db_name)
+        connect = lambda: psycopg2.connect(host="127.0.0.1", port=pg.port, user="postgres", dbname=db)  # noqa: E731
+        schema, src = pg_schema, {"kind": "postgres", "name": "pg", "port": pg.port, "user": "postgres",
+                                  "database": db}
+    else:
+        import pymysql
+        my = request.getfixturevalue("private_mariadb")
+        db = my.create_database(db_name)
+        connect = lambda: pymysql.connect(host="127.0.0.1", port=my.port, user="root", database=db,  # noqa: E731
+                                          charset="utf8mb4")
+        schema, src = my_schema, {"kind": "mariadb", "name": "my", "port": my.port, "user": "root", "database": db}
     c = connect()
-    c.cursor().execute(pg_schema("items"))
+    c.cursor().execute(schema("items"))
     c.commit()
     c.close()
+    return connect, src
+
+
+# MariaDB over Kafka is opt-in: with the kills and the broker restart below, its consumer stops
+# catching up (about half the changes arrive; an open bug, see the README's CDC section)
+ENGINES = ["postgres"] + (["mariadb"] if os.environ.get("EAI_CDC_KAFKA_MARIADB") == "1" else [])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path):
+    broker = private_kafka
+    connect, src = _source(engine, request, f"cdc_kafka_{engine[:2]}")
     work = Workload(connect, "items", seed=7, ids=300)
     work.seed_rows(150)
-    raw = {"name": "kafka", "state_dir": str(tmp_path / "state"),
-           "sources": [{"kind": "postgres", "name": "pg", "port": pg.port, "user": "postgres", "database": db,
-                        "tables": [{"name": "items"}],
+    raw = {"name": f"kafka{engine[:2]}", "state_dir": str(tmp_path / "state"),
+           "sources": [{**src, "tables": [{"name": "items"}],
                         "cdc": {"transport": "kafka", "kafka_bootstrap": broker.bootstrap,
-                                "topic_prefix": "eai.test", "flush_seconds": 0.3}}]}
+                                "topic_prefix": f"eai.test.{engine}", "flush_seconds": 0.3}}]}
     cfg = parse_pipeline(raw)
     catalog = open_catalog(cfg)
     consumer, publisher = Proc(_run_consumer, raw), Proc(_run_publisher, raw)
@@ -86,7 +109,7 @@ def test_postgres_through_kafka_exactly_once(private_postgres, private_kafka, tm
     publisher.start()
     events = []
     try:
-        assert wait_until(lambda: _exists(catalog, "silver.pg_items"), timeout=60), "no snapshot"
+        assert wait_until(lambda: _exists(catalog, f"silver.{src['name']}_items"), timeout=60), "no snapshot"
         half = WORKLOAD_SECONDS / 2
         first = [(0.5, "kill consumer")] + ([(0.8, "restart broker")] if UNDER_LOAD else [])
         for phase, plan in enumerate([first, [(0.3, "kill publisher"), (0.7, "kill consumer")]]):
@@ -113,29 +136,29 @@ def test_postgres_through_kafka_exactly_once(private_postgres, private_kafka, tm
         expected = source_rows(connect, "items")
 
         def caught_up():
-            ops, _rows, _distinct = bronze_counts(catalog, "bronze.pg_items")
+            ops, _rows, _distinct = bronze_counts(catalog, f"bronze.{src['name']}_items")
             streamed = sum(v for k, v in ops.items() if k != "r")
-            return streamed >= work.total and silver_rows(catalog, "silver.pg_items") == expected
+            return streamed >= work.total and silver_rows(catalog, f"silver.{src['name']}_items") == expected
 
         # a loaded CI machine restarts killed processes slowly: wait long, then tell "behind" from "lost"
         ok = wait_until(caught_up, timeout=240, interval=1.0)
     finally:
         consumer.kill()
         publisher.kill()
-    ops, rows, distinct = bronze_counts(catalog, "bronze.pg_items", streamed_only=True)
+    ops, rows, distinct = bronze_counts(catalog, f"bronze.{src['name']}_items", streamed_only=True)
     print(f"\nkafka: events={events} bronze={dict(ops)} streamed={rows} distinct={distinct} "
           f"workload changes={dict(work.counts)} (total {work.total}) tx={work.transactions} "
           f"broker restarts={broker.restarts}")
     if os.environ.get("EAI_DIAG"):
         print((broker.dir / "kafka.log").read_text(errors="replace")[-3000:])
-        _diagnose(broker, catalog)
+        _diagnose(broker, catalog, f"eai.test.{engine}", src["name"])
     assert rows == distinct, "bronze holds a change twice"
     assert ok or rows >= work.total, (f"the consumer did not catch up within 240 s: bronze {dict(ops)}, "
                                       f"workload {dict(work.counts)}")
     assert ops.get("c", 0) == work.counts["c"], "inserts lost or doubled"
     assert ops.get("u", 0) == work.counts["u"], "updates lost or doubled"
     assert ops.get("d", 0) == work.counts["d"], "deletes lost or doubled"
-    assert ok and silver_rows(catalog, "silver.pg_items") == expected, "silver differs from the source"
+    assert ok and silver_rows(catalog, f"silver.{src['name']}_items") == expected, "silver differs from the source"
 
 
 def _exists(catalog, name):
@@ -143,7 +166,7 @@ def _exists(catalog, name):
     return tables.exists(catalog, name)
 
 
-def _diagnose(broker, catalog):
+def _diagnose(broker, catalog, prefix: str, source: str):
     """EAI_DIAG=1: per source commit, what the topics hold (committed and not) against bronze."""
     import collections
     import json
@@ -152,7 +175,7 @@ def _diagnose(broker, catalog):
     out = {}
     for iso in ("read_committed", "read_uncommitted"):
         c = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level=iso, enable_auto_commit=False)
-        tps = [TopicPartition("eai.test.pg._tx", 0), TopicPartition("eai.test.pg.items", 0)]
+        tps = [TopicPartition(f"{prefix}.{source}._tx", 0), TopicPartition(f"{prefix}.{source}.items", 0)]
         c.assign(tps)
         c.seek_to_beginning(*tps)
         markers, evs = collections.Counter(), collections.defaultdict(set)
@@ -172,7 +195,7 @@ def _diagnose(broker, catalog):
                     else:
                         evs[d["commit"]].add(d["position"])
         c.close()
-        t = tables.read(tables.load(catalog, "bronze.pg_items"), columns=("_eai_op", "_eai_commit", "_eai_position"))
+        t = tables.read(tables.load(catalog, f"bronze.{source}_items"), columns=("_eai_op", "_eai_commit", "_eai_position"))
         bronze = collections.defaultdict(set)
         for o, cm, p in zip(*[t.column(x).to_pylist() for x in ("_eai_op", "_eai_commit", "_eai_position")]):
             if o != "r":
