@@ -394,5 +394,15 @@ def build_publisher(cfg, source_name: str):
     if cdc.transport != "kafka":
         raise CdcSetupError(f"source '{source_name}' does not use the Kafka transport",
                             source=source_name, expected="cdc.transport: kafka")
-    return KafkaPublisher(build_source(cfg, source), bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
-                          source_name=source_name, pipeline=cfg.name)
+    reader = build_source(cfg, source)
+
+    def committed_resume() -> str | None:  # where the consumer's snapshot (or stream) committed up to
+        from eai_ray.ingestion.cdc.events import ZERO
+        sink = build_sink(cfg, source_name)
+        sink.prepare(reader.tables())
+        pos, resume = sink.resume_point()
+        # a Kafka offsets token ('{...}') is the consumer's, not a database position
+        return resume if pos != ZERO and resume and not resume.startswith("{") else None
+
+    return KafkaPublisher(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
+                          source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume)

@@ -113,8 +113,12 @@ class KafkaPublisher:
 
     def __init__(self, source, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
                  batch_events: int = 2_000, batch_seconds: float = 0.05,
-                 producer_factory: Callable[..., Any] | None = None) -> None:
+                 producer_factory: Callable[..., Any] | None = None,
+                 committed_resume: Callable[[], str | None] | None = None) -> None:
         self.source = source
+        # a source without server-side state (MariaDB/MySQL: no slot) starts from the last source
+        # transaction it committed to Kafka, else from where the consumer's snapshot ended
+        self.committed_resume = committed_resume
         self.bootstrap = bootstrap
         self.prefix = topic_prefix
         self.source_name = source_name
@@ -148,12 +152,19 @@ class KafkaPublisher:
         while not stop.is_set():
             try:
                 self.source.prepare()
-                if getattr(self.source, "has_slot_state", False) and self.source.slot_status() in (None, "lost"):
-                    stop.wait(0.5)  # the consumer's snapshot creates the slot
-                    continue
+                if getattr(self.source, "has_slot_state", False):
+                    if self.source.slot_status() in (None, "lost"):
+                        stop.wait(0.5)  # the consumer's snapshot creates the slot
+                        continue
+                    start = None  # the slot remembers what was acknowledged
+                else:
+                    start = self.start_position()
+                    if start is None:
+                        stop.wait(0.5)  # nothing published yet and no snapshot committed yet
+                        continue
                 self._producer = self._open()
                 attempt = 0
-                self._pump(stop)
+                self._pump(stop, start)
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, the source resends unacked
                 attempt += 1
                 self.restarts += 1
@@ -171,13 +182,21 @@ class KafkaPublisher:
                 pass
         self._producer = None
 
-    def _pump(self, stop: threading.Event) -> None:
+    def start_position(self) -> str | None:
+        """Resume token after the last source transaction committed to the control topic, or the
+        consumer's committed snapshot position when the topic holds none."""
+        last = last_published_resume(self.bootstrap, control_topic(self.prefix, self.source_name))
+        if last is not None:
+            return last
+        return self.committed_resume() if self.committed_resume else None
+
+    def _pump(self, stop: threading.Event, start: str | None = None) -> None:
         txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]] = []
         open_events: list[ChangeEvent] = []
         bad: list[BadEvent] = []
         started: float | None = None
         n = 0
-        for item in self.source.stream(None):
+        for item in self.source.stream(start):
             if stop.is_set():
                 break
             if isinstance(item, ChangeEvent):
@@ -225,6 +244,40 @@ class KafkaPublisher:
         self.published_tx += len(txs)
         self.published_events += sum(len(e) for _, e, _ in txs)
         self.source.ack(txs[-1][0].resume)
+
+
+def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str | None:
+    """The `resume` of the last committed marker on a control topic (None: empty or missing)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    try:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    except KafkaError as exc:
+        raise ConnectionResetError(f"kafka: {exc}") from None
+    try:
+        if topic not in (c.topics() or set()):
+            return None
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        end = c.end_offsets([tp])[tp]
+        if not end:
+            return None
+        c.seek(tp, max(0, end - tail))
+        last, empty = None, 0
+        while empty < 2 and c.position(tp) < end:
+            recs = c.poll(timeout_ms=500)
+            empty = 0 if recs else empty + 1
+            for m in recs.get(tp, []):
+                try:
+                    last = json.loads(m.value).get("resume") or last
+                except (ValueError, AttributeError):
+                    continue
+        return last
+    except KafkaError as exc:
+        raise ConnectionResetError(f"kafka: {exc}") from None
+    finally:
+        c.close()
 
 
 def _conn_ids(producer) -> frozenset | None:
