@@ -3,6 +3,8 @@
 While a randomized workload runs, the test kills (at least 20 times) the CDC actor (ray.kill with
 restart), its Ray worker process (SIGKILL) and the database connection (the walsender / binlog
 dump thread). Afterwards silver equals the source row for row and bronze holds every change once.
+In Kafka mode (PostgreSQL) the publisher actor is killed at random too, and the broker restarts
+once everything written has gone through, followed by more writes.
 """
 from __future__ import annotations
 
@@ -78,19 +80,31 @@ def _my_env(my, tmp_path):
     return connect, "%s", src, kill_connection, my_schema
 
 
-@pytest.mark.parametrize("engine", ["postgres", "mariadb"])
-def test_cdc_survives_random_kills(engine, request, ray_session, tmp_path):
+# MariaDB through Kafka under this many kills is an open bug (changes stop arriving after repeated
+# publisher and consumer restarts); EAI_CDC_KILL_MARIADB_KAFKA=1 runs it
+MODES = [("postgres", "direct"), ("mariadb", "direct"), ("postgres", "kafka")] + (
+    [("mariadb", "kafka")] if os.environ.get("EAI_CDC_KILL_MARIADB_KAFKA") == "1" else [])
+
+
+@pytest.mark.parametrize("engine,transport", MODES)
+def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_path):
     from actors import cdc_actor
 
     if engine == "postgres":
         connect, ph, src, kill_connection, _ = _pg_env(request.getfixturevalue("private_postgres"), tmp_path)
     else:
         connect, ph, src, kill_connection, _ = _my_env(request.getfixturevalue("private_mariadb"), tmp_path)
+    broker = None
+    if transport == "kafka":  # publisher actor -> topics -> consumer actor; the publisher is killed too
+        broker = request.getfixturevalue("private_kafka")
+        src = {**src, "cdc": {**src["cdc"], "transport": "kafka", "kafka_bootstrap": broker.bootstrap,
+                              "topic_prefix": f"eai.kill.{engine}"}}
+    engine_label = f"{engine}/{transport}"
     seed = int(os.environ.get("EAI_CDC_SEED", random.randrange(1 << 30)))
-    print(f"\n[{engine}] seed={seed}")
+    print(f"\n[{engine_label}] seed={seed}")
     work = Workload(connect, "items", seed=seed, placeholder=ph)
     work.seed_rows(150)  # these arrive through the initial snapshot
-    cfg = parse_pipeline({"name": f"kill_{engine}", "state_dir": str(tmp_path / "state"), "sources": [src]})
+    cfg = parse_pipeline({"name": f"kill_{engine}_{transport}", "state_dir": str(tmp_path / "state"), "sources": [src]})
     catalog = open_catalog(cfg)
     source = cfg.sources[0]
     actor = cdc_actor.start(cfg, source, detached=False)
@@ -103,14 +117,19 @@ def test_cdc_survives_random_kills(engine, request, ray_session, tmp_path):
     writer = threading.Thread(target=work.run, args=(WORKLOAD_SECONDS,))
     writer.start()
     rng = random.Random(seed)
-    kills = {"actor": 0, "process": 0, "connection": 0}
+    kills = {"actor": 0, "process": 0, "connection": 0, **({"publisher": 0} if broker else {})}
     t0 = time.time()
     while writer.is_alive() or sum(kills.values()) < MIN_KILLS or min(kills.values()) < 2:
         time.sleep(rng.uniform(0.3, 1.6))
-        what = rng.choice(["actor", "process", "connection"])
+        what = rng.choice(list(kills))
         try:
             if what == "actor":
                 ray.kill(actor, no_restart=False)
+            elif what == "publisher":
+                pub = cdc_actor.find_publisher(cfg, source)
+                if pub is None:
+                    continue
+                ray.kill(pub, no_restart=False)  # Ray restarts it; it resumes from what Kafka holds
             elif what == "process":
                 pid = ray.get(actor.status.remote(False), timeout=60)["pid"]
                 os.kill(pid, signal.SIGKILL)
@@ -123,26 +142,38 @@ def test_cdc_survives_random_kills(engine, request, ray_session, tmp_path):
         if time.time() - t0 > WORKLOAD_SECONDS + 90:
             break
     writer.join()
-    expected = source_rows(connect, "items")
     silver = f"silver.{src['name']}_items"
     bronze = f"bronze.{src['name']}_items"
 
     def caught_up():
         ops, _rows, _distinct = bronze_counts(catalog, bronze)
         streamed = ops.get("c", 0) + ops.get("u", 0) + ops.get("d", 0)
-        return streamed >= work.total and silver_rows(catalog, silver) == expected
+        return streamed >= work.total and silver_rows(catalog, silver) == source_rows(connect, "items")
+
+    if broker is not None:
+        # the broker restarts once everything written has gone through (noida-db can lose a
+        # transaction that is open while it restarts: see tests/integration/test_cdc_kafka.py);
+        # both actors reconnect, and a few more seconds of writes must arrive too
+        wait_until(caught_up, timeout=180, interval=1.0)
+        broker.restart()
+        kills["broker restart"] = 1
+        work.run(3.0)
+    expected = source_rows(connect, "items")
 
     t_kills = time.time()
-    ok = wait_until(caught_up, timeout=120, interval=1.0)
+    ok = wait_until(caught_up, timeout=180 if broker else 120, interval=1.0)
     t_caught = time.time()
     status = wait_until(lambda: _try_status(actor), timeout=60) or {}
     ray.kill(actor, no_restart=True)
+    pub = cdc_actor.find_publisher(cfg, source) if broker else None
+    if pub is not None:
+        ray.kill(pub, no_restart=True)
     ops, rows, distinct = bronze_counts(catalog, bronze, streamed_only=True)
     got = silver_rows(catalog, silver)
-    print(f"[{engine}] workload+kills {t_kills - t_setup:.1f}s, catch-up {t_caught - t_kills:.1f}s")
-    print(f"[{engine}] kills={kills} total={sum(kills.values())} transactions={work.transactions} "
+    print(f"[{engine_label}] workload+kills {t_kills - t_setup:.1f}s, catch-up {t_caught - t_kills:.1f}s")
+    print(f"[{engine_label}] kills={kills} total={sum(kills.values())} transactions={work.transactions} "
           f"changes={dict(work.counts)} (total {work.total}) writer_errors={work.errors}")
-    print(f"[{engine}] bronze ops={dict(ops)} rows={rows} distinct_positions={distinct}; "
+    print(f"[{engine_label}] bronze ops={dict(ops)} rows={rows} distinct_positions={distinct}; "
           f"silver rows={len(got)} source rows={len(expected)}; consumer restarts={status.get('restarts')} "
           f"skipped_replays={status.get('skipped')} p99_ms={status.get('latency_p99_ms')}")
     assert sum(kills.values()) >= MIN_KILLS
