@@ -3,14 +3,16 @@
 While a randomized workload runs, the test kills (at least 20 times) the CDC actor (ray.kill with
 restart), its Ray worker process (SIGKILL) and the database connection (the walsender / binlog
 dump thread). Afterwards silver equals the source row for row and bronze holds every change once.
-In Kafka mode (opt-in, EAI_CDC_KILL_KAFKA=1: an open bug, see MODES) the publisher actor is killed
-at random too, and the broker restarts once everything written has gone through, then more writes.
+In Kafka mode the publisher actor is killed at random too, and the broker restarts once everything
+written has gone through, then more writes.
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -80,12 +82,10 @@ def _my_env(my, tmp_path):
     return connect, "%s", src, kill_connection, my_schema
 
 
-# Kafka mode is opt-in (EAI_CDC_KILL_KAFKA=1): an open bug. Under many random publisher kills the
-# changes stop arriving (PostgreSQL passed once with 8 publisher kills and failed in CI with 15;
-# MariaDB failed with 10): suspected a killed transactional producer's open transaction that the
-# broker (noida-db) never aborts, which holds the last stable offset for read_committed readers.
-MODES = [("postgres", "direct"), ("mariadb", "direct")] + (
-    [("postgres", "kafka"), ("mariadb", "kafka")] if os.environ.get("EAI_CDC_KILL_KAFKA") == "1" else [])
+# Kafka mode was opt-in until two bugs were found under many publisher kills: mysql-replication's
+# silent reconnect (replays from the stream's start, mid-transaction) and kafka-python dropping
+# records after an aborted transaction that noida-db keeps listing (`committed_reader`).
+MODES = [("postgres", "direct"), ("mariadb", "direct"), ("postgres", "kafka"), ("mariadb", "kafka")]
 
 
 @pytest.mark.parametrize("engine,transport", MODES)
@@ -166,6 +166,14 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
     ok = wait_until(caught_up, timeout=180 if broker else 120, interval=1.0)
     t_caught = time.time()
     status = wait_until(lambda: _try_status(actor), timeout=60) or {}
+    if not ok and broker is not None:  # what the consumer (lag: positions and assembly) and publisher say
+        print(f"[{engine_label}] NOT CAUGHT UP; consumer status={status}")
+        pub = cdc_actor.find_publisher(cfg, source)
+        print(f"[{engine_label}] publisher status={_try_status(pub) if pub else None}")
+        print(f"[{engine_label}] topics={_kafka_offsets(broker.bootstrap, src['cdc']['topic_prefix'])}")
+        spy = shutil.which("py-spy")  # where the consumer waits, if py-spy is installed
+        if spy and status.get("pid"):
+            print(subprocess.run([spy, "dump", "--pid", str(status["pid"])], capture_output=True, text=True).stdout)
     ray.kill(actor, no_restart=True)
     pub = cdc_actor.find_publisher(cfg, source) if broker else None
     if pub is not None:
@@ -185,6 +193,20 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
     assert ops.get("d", 0) == work.counts["d"], "deletes lost or doubled"
     assert ops.get("r", 0) >= 150
     assert ok and got == expected, "silver differs from the source"
+
+
+def _kafka_offsets(bootstrap, prefix):
+    """Per topic of the pipeline: (high watermark, last stable offset) - they differ while a
+    transaction is open."""
+    from kafka import KafkaConsumer, TopicPartition
+    out = {}
+    for iso in ("read_uncommitted", "read_committed"):
+        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=iso, enable_auto_commit=False)
+        tps = [TopicPartition(t, 0) for t in sorted(c.topics()) if t.startswith(prefix)]
+        for tp, off in c.end_offsets(tps).items():
+            out.setdefault(tp.topic, []).append(off)
+        c.close()
+    return out
 
 
 def _try_status(actor):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+import pytest
+
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, TableSpec, TxEnd, position
 from eai_ray.ingestion.cdc.kafka import (KafkaPublisher, TxAssembler, decode_event, encode_event, encode_key,
                                          topic_for)
@@ -110,3 +112,17 @@ def test_publisher_acks_the_source_only_after_the_kafka_commit():
     except ConnectionResetError:
         pass
     assert src2.acked == [] and "abort" in bad.log  # nothing acknowledged: the source resends
+
+
+def test_publisher_refuses_a_marker_over_another_transactions_events():
+    # a source that hands on the first rows of transaction 12, then (after a reconnect that
+    # replays) ends transaction 11: its marker would count 12's rows and the consumer would wait
+    # forever for them under 11. The publisher restarts instead, publishing and acking nothing.
+    items = [_ev(12, 0), _ev(11, 1), TxEnd(11, "B")]
+    src, prod = _FakeSource(items), _FakeProducer()
+    pub = KafkaPublisher(src, bootstrap="x", topic_prefix="p", source_name="pg", pipeline="t",
+                         producer_factory=lambda: prod)
+    pub._producer = prod
+    with pytest.raises(ConnectionResetError, match="another transaction"):
+        pub._pump(threading.Event())
+    assert prod.log == [] and src.acked == []

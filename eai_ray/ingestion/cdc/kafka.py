@@ -204,6 +204,10 @@ class KafkaPublisher:
             elif isinstance(item, BadEvent):
                 bad.append(item)
             elif isinstance(item, TxEnd):
+                if any(e.commit != item.commit for e in open_events):
+                    # a marker must count exactly its own events, or the consumer waits forever
+                    raise ConnectionResetError(f"CDC publisher {self.source_name}: events of another "
+                                               f"transaction before the end of {item.commit}; restarting")
                 txs.append((item, open_events, bad))
                 n += len(open_events)
                 open_events, bad = [], []
@@ -246,13 +250,41 @@ class KafkaPublisher:
         self.source.ack(txs[-1][0].resume)
 
 
+def committed_reader(bootstrap: str, **config):
+    """A ``read_committed`` KafkaConsumer that keeps reading after an aborted transaction.
+
+    A fetch response lists the aborted transactions of the fetched range; kafka-python skips every
+    later batch of such a producer until it meets that transaction's abort marker in the same
+    response. noida-db 0.2.3 lists each aborted transaction in every later response too, long
+    after its marker, so kafka-python dropped all later records of the (same) transactional
+    producer: the reader's position moved on and the records never came. Entries that begin before
+    the fetch position are dropped here. With that broker nothing changes (it never serves aborted
+    batches); with a broker that does serve them, a transaction aborted across the fetch position
+    could reach the reader - harmless here, because the consumer assembles only transactions whose
+    marker and every event arrived and drops repeats (an aborted batch is always sent again).
+    """
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False,
+                      **config)
+    base = getattr(getattr(c, "_fetcher", None), "PartitionRecords", None)
+    if base is not None:
+        def records(fetch_offset, tp, recs, **kw):
+            aborted = kw.get("aborted_transactions")
+            if aborted:
+                kw["aborted_transactions"] = [t for t in aborted if t.first_offset >= fetch_offset]
+            return base(fetch_offset, tp, recs, **kw)
+        c._fetcher.PartitionRecords = records  # an instance attribute: this consumer only
+    return c
+
+
 def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str | None:
     """The `resume` of the last committed marker on a control topic (None: empty or missing)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
     try:
-        c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+        c = committed_reader(bootstrap)
     except KafkaError as exc:
         raise ConnectionResetError(f"kafka: {exc}") from None
     try:
@@ -276,6 +308,16 @@ def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str
         return last
     except KafkaError as exc:
         raise ConnectionResetError(f"kafka: {exc}") from None
+    finally:
+        c.close()
+
+
+def end_offsets(bootstrap: str, parts: list) -> dict:
+    """Last stable offset of each partition (what a read_committed reader can reach)."""
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        return c.end_offsets(parts)
     finally:
         c.close()
 
@@ -332,6 +374,18 @@ class TxAssembler:
                 self.buf.pop(c)
             yield off, mk, evs
 
+    def state(self) -> dict[str, Any]:
+        """What assembly waits for: the next marker's transaction and how many of its events are here."""
+        out: dict[str, Any] = {"done_commit": self.done, "markers_waiting": len(self.markers),
+                               "transactions_buffered": len(self.buf)}
+        try:  # read from another thread (status): the head may go at any moment
+            _off, mk = self.markers[0]
+            c = int(mk["commit"])
+            out["waiting_for"] = {"commit": c, "events": int(mk["events"]), "have": len(self.buf.get(c, {}))}
+        except (IndexError, RuntimeError):
+            pass
+        return out
+
     def resume_offsets(self, positions: dict[Any, int]) -> dict[Any, int]:
         """Where to restart each partition: its first still-buffered record, else its read position."""
         out = {}
@@ -358,6 +412,8 @@ class KafkaCdcSource:
         self.poll_ms = poll_ms
         self.has_slot_state = getattr(inner, "has_slot_state", False)
         self._consumer = None
+        self._group: _GroupOffsets | None = None
+        self._asm: TxAssembler | None = None
 
     # metadata and the initial snapshot: from the database
     def prepare(self) -> None:
@@ -380,7 +436,7 @@ class KafkaCdcSource:
             [topic_for(self.prefix, self.source_name, s.name) for s in self.inner.tables()]
 
     def stream(self, resume: str | None = None) -> Iterator:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
         from kafka.errors import KafkaError
 
         self.close()
@@ -388,21 +444,20 @@ class KafkaCdcSource:
         names = self.topics()
         try:
             _ensure_topics(self.bootstrap, names)
-            c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group_id(self.pipeline, self.source_name),
-                              isolation_level="read_committed", enable_auto_commit=False,
-                              auto_offset_reset="earliest", max_poll_records=5_000)
+            # no group membership on the data path: a group coordinator that is slow, moved or lost
+            # must never hold the stream (the positions that count are in the Iceberg table)
+            c = committed_reader(self.bootstrap, group_id=None, auto_offset_reset="earliest", max_poll_records=5_000)
             self._consumer = c
             parts = []
             for t in names:
                 for p in sorted(c.partitions_for_topic(t) or {0}):
                     parts.append(TopicPartition(t, p))
             c.assign(parts)
+            self._group = _GroupOffsets(self.bootstrap, group_id(self.pipeline, self.source_name))
             stored = token.get("offsets", {})
+            hints = {} if token else self._group.committed(parts)  # the group's offsets: only a hint
             for tp in parts:
-                off = stored.get(_tp_name(tp))
-                if off is None and not token:
-                    hint = c.committed(tp)  # Kafka's committed offset: only a hint
-                    off = hint
+                off = stored.get(_tp_name(tp), hints.get(tp))
                 if off is not None:
                     c.seek(tp, int(off))
                 else:
@@ -410,7 +465,7 @@ class KafkaCdcSource:
         except KafkaError as exc:
             raise ConnectionResetError(f"kafka: {exc}") from None
         ctl = control_topic(self.prefix, self.source_name)
-        asm = TxAssembler(int(token.get("commit", 0)))
+        asm = self._asm = TxAssembler(int(token.get("commit", 0)))
         while True:
             try:
                 recs = c.poll(timeout_ms=self.poll_ms)
@@ -443,22 +498,35 @@ class KafkaCdcSource:
                             events=len(evs))
 
     def ack(self, resume: str) -> None:
-        """The data up to `resume` is in Iceberg: commit the offsets to the group (a hint for tools)."""
-        if self._consumer is None or not resume.startswith("{"):
+        """The data up to `resume` is in Iceberg: commit the offsets to the group (a hint for tools),
+        in the background."""
+        if self._group is None or not resume.startswith("{"):
             return
         from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-        try:
-            offs = {}
-            for name, off in json.loads(resume)["offsets"].items():
-                topic, part = name.rsplit(":", 1)
-                offs[TopicPartition(topic, int(part))] = OffsetAndMetadata(int(off), "", -1)
-            self._consumer.commit(offs)
-        except Exception as exc:  # noqa: BLE001 - a hint only; the table holds the truth
-            log.debug("kafka offset commit failed: %s", exc)
+        offs = {}
+        for name, off in json.loads(resume)["offsets"].items():
+            topic, part = name.rsplit(":", 1)
+            offs[TopicPartition(topic, int(part))] = int(off)
+        self._group.submit(offs)
 
     def lag(self) -> dict[str, Any]:
-        return {"transport": "kafka", "group": group_id(self.pipeline, self.source_name)}
+        """Per partition: the reader's fetch position and the last stable offset; `behind` sums the gap."""
+        out: dict[str, Any] = {"transport": "kafka", "group": group_id(self.pipeline, self.source_name)}
+        c = self._consumer
+        if c is None:
+            return out
+        try:
+            sub = c._subscription  # kafka-python's synchronized assignment state: safe from another thread
+            pos = {tp: sub.position(tp) for tp in list(sub.assignment)}
+        except Exception:  # noqa: BLE001 - an internal of kafka-python: no positions, no lag
+            return out
+        pos = {tp: p.offset for tp, p in pos.items() if p is not None}
+        ends = end_offsets(self.bootstrap, list(pos))
+        out["partitions"] = {_tp_name(tp): {"position": pos[tp], "end": ends.get(tp)} for tp in sorted(pos)}
+        out["behind"] = sum(max(0, ends[tp] - pos[tp]) for tp in pos if tp in ends)
+        if self._asm is not None:
+            out["assembly"] = self._asm.state()
+        return out
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -467,7 +535,91 @@ class KafkaCdcSource:
             except Exception:  # noqa: BLE001
                 pass
         self._consumer = None
+        if self._group is not None:
+            self._group.close()
+        self._group = None
         try:
             self.inner.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class _GroupOffsets:
+    """The consumer group's committed offsets, kept off the data path.
+
+    They are a hint (for ``kafka-consumer-groups`` lag and for a first start with no table yet),
+    committed by a background thread with its own client: latest offsets win, failures are only
+    logged, and a coordinator that never answers costs nothing but a stale hint.
+    """
+
+    def __init__(self, bootstrap: str, group: str, *, timeout_ms: int = 5_000) -> None:
+        self.bootstrap, self.group, self.timeout_ms = bootstrap, group, timeout_ms
+        self._client = None
+        self._latest: dict | None = None
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def _open(self):
+        if self._client is None:
+            from kafka import KafkaConsumer
+            self._client = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
+                                         enable_auto_commit=False)
+        return self._client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close(autocommit=False, timeout_ms=1_000)
+            except Exception:  # noqa: BLE001 - a broken client
+                pass
+        self._client = None
+
+    def committed(self, parts) -> dict:
+        """{partition: offset} the group committed (empty when unknown or unreachable)."""
+        out = {}
+        try:
+            c = self._open()
+            for tp in parts:
+                off = c.committed(tp, timeout_ms=self.timeout_ms)
+                if off is not None:
+                    out[tp] = off
+        except Exception as exc:  # noqa: BLE001 - a hint only
+            log.debug("kafka group offsets unavailable: %s", exc)
+            self._drop()
+        return out
+
+    def submit(self, offsets: dict) -> None:
+        """Commit these {partition: offset} soon (a newer call replaces one not sent yet)."""
+        with self._cv:
+            self._latest = offsets
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="eai-cdc-group-offsets", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        from kafka.structs import OffsetAndMetadata
+        while True:
+            with self._cv:
+                while self._latest is None and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    break
+                offsets, self._latest = self._latest, None
+            try:
+                self._open().commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                                    timeout_ms=self.timeout_ms)
+            except Exception as exc:  # noqa: BLE001 - a hint only; the table holds the truth
+                log.debug("kafka offset commit failed: %s", exc)
+                self._drop()
+        self._drop()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(3)
+        else:
+            self._drop()
