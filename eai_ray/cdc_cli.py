@@ -56,12 +56,22 @@ def _print(args, rows: list[dict]) -> None:
         print(json.dumps(rows, indent=2, default=str))
         return
     for r in rows:
-        lag = r.get("lag") or {}
         print(f"{r['source']}: {r.get('state', 'absent')}  position={r.get('position')}  "
-              f"lag_bytes={lag.get('lag_bytes', '-')}  events={r.get('events', 0)}  "
+              f"lag={_lag_text(r.get('lag') or {})}  events={r.get('events', 0)}  "
               f"events/s={r.get('events_per_s', 0)}  last_commit={r.get('last_commit_at')}  "
               f"p99_ms={r.get('latency_p99_ms', '-')}  restarts={r.get('restarts', 0)}"
               + (f"  error={r['last_error'].get('message')}" if r.get("last_error") else ""))
+
+
+def _lag_text(lag: dict) -> str:
+    """The source's own measure of how far behind the consumer is."""
+    if "lag_bytes" in lag:  # PostgreSQL: WAL the slot still holds
+        return f"{lag['lag_bytes']}B-of-WAL"
+    if "behind" in lag:  # Kafka: records between the reader and the last stable offsets
+        return f"{lag['behind']}-kafka-records"
+    if "gtid_binlog_pos" in lag:  # MariaDB: where the server's binlog is
+        return f"server-at-{lag['gtid_binlog_pos']}"
+    return str(lag.get("error", "-"))
 
 
 def cmd_start(args) -> int:

@@ -203,6 +203,8 @@ class CdcConfig(Model):
     transport: Literal["direct", "kafka"] = "direct"
     kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port] of the Kafka brokers")
     topic_prefix: str = "eai.cdc"
+    kafka_partitions: int = Field(default=1, ge=1, description="partitions of each per-table topic (records are "
+                                  "keyed by primary key); the control topic keeps one")
     deletes: Literal["remove", "tombstone"] = "remove"
     scd2: bool = Field(default=False, description="also keep silver.<name>_history (SCD type 2)")
     on_slot_lost: Literal["resnapshot", "fail"] = "resnapshot"

@@ -366,6 +366,7 @@ def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
     if cdc.transport == "kafka":  # a consumer-group reader of the topics the publisher fills
         from eai_ray.ingestion.cdc.kafka import KafkaCdcSource
         reader = KafkaCdcSource(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
+                                partitions=cdc.kafka_partitions,
                                 source_name=source_name, pipeline=cfg.name)
     return CdcConsumer(reader, sink, flush_rows=cdc.flush_rows,
                        flush_seconds=cdc.flush_seconds, on_slot_lost=cdc.on_slot_lost)
@@ -404,5 +405,19 @@ def build_publisher(cfg, source_name: str):
         # a Kafka offsets token ('{...}') is the consumer's, not a database position
         return resume if pos != ZERO and resume and not resume.startswith("{") else None
 
+    sinks: list = []
+
+    def durable_commit() -> int | None:  # the source commit the consumer holds in Iceberg
+        from eai_ray.ingestion.cdc.events import ZERO
+        if not sinks:
+            sinks.append(build_sink(cfg, source_name))
+            sinks[0].prepare(reader.tables())
+        sink = sinks[0]
+        sink._wm.clear()  # re-read the tables' last committed positions
+        pos, _resume = sink.resume_point()
+        return int(pos[:16], 16) if pos != ZERO else None
+
     return KafkaPublisher(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
+                          partitions=cdc.kafka_partitions,
+                          durable_commit=durable_commit if getattr(reader, "has_slot_state", False) else None,
                           source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume)

@@ -3,16 +3,10 @@
 PostgreSQL or MariaDB -> publisher process (transactional producer, per-table topics) -> broker -> consumer
 process (read_committed, offsets committed in the Iceberg snapshot summary) -> bronze/silver.
 While a randomized workload runs, the test SIGKILLs the consumer process twice and the publisher
-once (each is started again), and restarts the broker (same port and data dir) between two
-workload phases while publisher and consumer stay connected. Afterwards silver equals the source
-row for row and bronze holds every change exactly once.
-
-Why the broker restarts between writes: noida-db 0.2.3 can lose a transaction's state when it
-restarts while that transaction is open; a commit retried on the restarted broker then leaves the
-partition's last stable offset stuck, so read_committed readers see nothing after it (reproduced
-without eai_ray). The publisher aborts a transaction whose broker connection changed before the
-commit, which narrows that window but cannot close it from the client side.
-``EAI_CDC_KAFKA_RESTART_UNDER_LOAD=1`` adds a restart while changes flow.
+once (each is started again), and restarts the broker (same port and data dir) twice: while
+changes flow and between two workload phases, while publisher and consumer stay connected.
+Afterwards silver equals the source row for row and bronze holds every change exactly once.
+PostgreSQL goes through 3 partitions per table topic, MariaDB through 1.
 """
 from __future__ import annotations
 
@@ -25,6 +19,7 @@ import time
 import pytest
 
 from eai_ray.config import parse_pipeline
+from eai_ray.ingestion.cdc.kafka import partition_counts
 from eai_ray.storage.catalog import open_catalog
 from tests.integration.cdc_workload import (Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows,
                                             wait_until)
@@ -32,8 +27,6 @@ from tests.integration.cdc_workload import (Workload, bronze_counts, my_schema, 
 pytestmark = pytest.mark.integration
 
 WORKLOAD_SECONDS = float(os.environ.get("EAI_CDC_KAFKA_SECONDS", "24"))
-# also restart the broker while changes flow (passed 3 of 3 runs; see the docstring for the risk)
-UNDER_LOAD = os.environ.get("EAI_CDC_KAFKA_RESTART_UNDER_LOAD") == "1"
 
 
 def _run_consumer(raw: dict) -> None:  # child process: one consumer-group member
@@ -96,7 +89,8 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
     raw = {"name": f"kafka{engine[:2]}", "state_dir": str(tmp_path / "state"),
            "sources": [{**src, "tables": [{"name": "items"}],
                         "cdc": {"transport": "kafka", "kafka_bootstrap": broker.bootstrap,
-                                "topic_prefix": f"eai.test.{engine}", "flush_seconds": 0.3}}]}
+                                "topic_prefix": f"eai.test.{engine}", "flush_seconds": 0.3,
+                                "kafka_partitions": 3 if engine == "postgres" else 1}}]}
     cfg = parse_pipeline(raw)
     catalog = open_catalog(cfg)
     consumer, publisher = Proc(_run_consumer, raw), Proc(_run_publisher, raw)
@@ -106,7 +100,7 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
     try:
         assert wait_until(lambda: _exists(catalog, f"silver.{src['name']}_items"), timeout=60), "no snapshot"
         half = WORKLOAD_SECONDS / 2
-        first = [(0.5, "kill consumer")] + ([(0.8, "restart broker")] if UNDER_LOAD else [])
+        first = [(0.5, "kill consumer"), (0.8, "restart broker")]
         for phase, plan in enumerate([first, [(0.3, "kill publisher"), (0.7, "kill consumer")]]):
             if phase == 1:
                 # the broker restarts between writes (see the module docstring): publisher and
@@ -137,6 +131,7 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
 
         # a loaded CI machine restarts killed processes slowly: wait long, then tell "behind" from "lost"
         ok = wait_until(caught_up, timeout=240, interval=1.0)
+        hint = _group_hint(broker.bootstrap, cfg.name, src["name"], f"eai.test.{engine}")
     finally:
         consumer.kill()
         publisher.kill()
@@ -147,6 +142,11 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
     if os.environ.get("EAI_DIAG"):
         print((broker.dir / "kafka.log").read_text(errors="replace")[-3000:])
         _diagnose(broker, catalog, f"eai.test.{engine}", src["name"])
+    want_parts = 3 if engine == "postgres" else 1
+    assert partition_counts(broker.bootstrap, [f"eai.test.{engine}.{src['name']}.items"]) == \
+        {f"eai.test.{engine}.{src['name']}.items": want_parts}
+    print(f"consumer group offsets (a hint for tools): {hint}")
+    assert len(hint) == want_parts + 1, "the consumer group's offsets were not committed"
     assert rows == distinct, "bronze holds a change twice"
     assert ok or rows >= work.total, (f"the consumer did not catch up within 240 s: bronze {dict(ops)}, "
                                       f"workload {dict(work.counts)}")
@@ -154,6 +154,20 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
     assert ops.get("u", 0) == work.counts["u"], "updates lost or doubled"
     assert ops.get("d", 0) == work.counts["d"], "deletes lost or doubled"
     assert ok and silver_rows(catalog, f"silver.{src['name']}_items") == expected, "silver differs from the source"
+
+
+def _group_hint(bootstrap, pipeline, source, prefix):
+    """The offsets the consumer committed to its Kafka group (in the background, after Iceberg)."""
+    from kafka import TopicPartition
+    from eai_ray.ingestion.cdc.kafka import _GroupOffsets, group_id
+    names = [f"{prefix}.{source}._tx", f"{prefix}.{source}.items"]
+    parts = [TopicPartition(t, p) for t, n in partition_counts(bootstrap, names).items() for p in range(n)]
+    g = _GroupOffsets(bootstrap, group_id(pipeline, source))
+    try:
+        got = wait_until(lambda: (lambda h: h if len(h) == len(parts) else None)(g.committed(parts)), timeout=30)
+        return {f"{tp.topic}:{tp.partition}": o for tp, o in (got or {}).items()}
+    finally:
+        g.close()
 
 
 def _exists(catalog, name):
@@ -259,3 +273,58 @@ def test_reader_keeps_reading_after_an_aborted_transaction(private_kafka):
     ours = [read(committed_reader(bs), s) for s in starts]
     print(f"\nplain kafka-python reader: {plain}\ncommitted_reader: {ours}")
     assert ours == [[b"c1", b"c2", b"c3"], [b"c2", b"c3"], [b"c3"]]
+
+
+def test_reader_follows_partitions_added_while_it_runs(request, private_kafka, tmp_path):
+    """`kafka_partitions` raised while a consumer runs: the publisher adds partitions, the reader
+    notices while it waits for a transaction's events and starts again on every partition."""
+    import datetime as dt
+
+    from eai_ray.ingestion.cdc.events import ChangeEvent, TxEnd, position
+    from eai_ray.ingestion.cdc.kafka import KafkaCdcSource, KafkaPublisher
+    from eai_ray.orchestration.cdc import build_source
+
+    _connect, src = _source("postgres", request, "cdc_kafka_parts")
+    cfg = parse_pipeline({"name": "parts", "state_dir": str(tmp_path / "state"),
+                          "sources": [{**src, "tables": [{"name": "items"}], "cdc": {}}]})
+    bs, prefix = private_kafka.bootstrap, f"eai.test.parts{int(time.time())}"
+
+    def publish(partitions, commit, keys):
+        pub = KafkaPublisher(build_source(cfg, cfg.sources[0]), bootstrap=bs, topic_prefix=prefix,
+                             source_name="pg", pipeline="parts", partitions=partitions)
+        pub._producer = pub._open()
+        now = dt.datetime.now(dt.timezone.utc)
+        evs = [ChangeEvent("items", "c", position(commit, i), commit, str(commit), now, {"id": k}, None,
+                           {"id": k}) for i, k in enumerate(keys)]
+        pub.publish([(TxEnd(commit, f"{commit:X}", commit_time=now), evs, [])])
+        pub._close()
+
+    reader = KafkaCdcSource(build_source(cfg, cfg.sources[0]), bootstrap=bs, topic_prefix=prefix, source_name="pg",
+                            pipeline="parts", partitions=1, recheck_s=0.5)
+    publish(1, 10, [1, 2])
+    got, ends, error = [], [], []
+    stream = reader.stream(None)
+
+    def drain(until):
+        try:
+            for item in stream:
+                if isinstance(item, ChangeEvent):
+                    got.append(item.key["id"])
+                elif isinstance(item, TxEnd):
+                    ends.append(item)
+                if len(ends) >= until:
+                    return
+        except ConnectionResetError as exc:
+            error.append(str(exc))
+
+    drain(1)
+    publish(3, 11, list(range(100, 130)))  # 30 keys over 3 partitions now
+    t = threading.Thread(target=drain, args=(2,), daemon=True)
+    t.start()
+    t.join(60)
+    assert error and "partitions changed" in error[0], (error, len(ends))
+    stream = reader.stream(ends[-1].resume)  # what the consumer does on this transient error
+    drain(2)
+    reader.close()
+    assert [e.commit for e in ends] == [10, 11]
+    assert sorted(got) == [1, 2] + list(range(100, 130))

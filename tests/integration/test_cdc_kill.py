@@ -3,8 +3,8 @@
 While a randomized workload runs, the test kills (at least 20 times) the CDC actor (ray.kill with
 restart), its Ray worker process (SIGKILL) and the database connection (the walsender / binlog
 dump thread). Afterwards silver equals the source row for row and bronze holds every change once.
-In Kafka mode the publisher actor is killed at random too, and the broker restarts once everything
-written has gone through, then more writes.
+In Kafka mode the publisher actor is killed at random too, and the broker restarts (up to 3 times)
+while changes flow.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -99,8 +100,9 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
     broker = None
     if transport == "kafka":  # publisher actor -> topics -> consumer actor; the publisher is killed too
         broker = request.getfixturevalue("private_kafka")
+        # PostgreSQL through 3 partitions per table topic, MariaDB through 1
         src = {**src, "cdc": {**src["cdc"], "transport": "kafka", "kafka_bootstrap": broker.bootstrap,
-                              "topic_prefix": f"eai.kill.{engine}"}}
+                              "topic_prefix": f"eai.kill.{engine}", "kafka_partitions": int(os.environ.get("EAI_CDC_KILL_PARTITIONS", 3 if engine == "postgres" else 1))}}
     engine_label = f"{engine}/{transport}"
     seed = int(os.environ.get("EAI_CDC_SEED", random.randrange(1 << 30)))
     print(f"\n[{engine_label}] seed={seed}")
@@ -119,9 +121,9 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
     writer = threading.Thread(target=work.run, args=(WORKLOAD_SECONDS,))
     writer.start()
     rng = random.Random(seed)
-    kills = {"actor": 0, "process": 0, "connection": 0, **({"publisher": 0} if broker else {})}
+    kills = {"actor": 0, "process": 0, "connection": 0, **({"publisher": 0, "broker restart": 0} if broker else {})}
     t0 = time.time()
-    while writer.is_alive() or sum(kills.values()) < MIN_KILLS or min(kills.values()) < 2:
+    while writer.is_alive() or sum(kills.values()) < MIN_KILLS or min(kills.values()) < (1 if broker else 2):
         time.sleep(rng.uniform(0.3, 1.6))
         what = rng.choice(list(kills))
         try:
@@ -132,6 +134,10 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
                 if pub is None:
                     continue
                 ray.kill(pub, no_restart=False)  # Ray restarts it; it resumes from what Kafka holds
+            elif what == "broker restart":
+                if kills[what] >= 3:  # a restart takes seconds: a few suffice
+                    continue
+                broker.restart()  # same port and data; publisher and consumer reconnect
             elif what == "process":
                 pid = ray.get(actor.status.remote(False), timeout=60)["pid"]
                 os.kill(pid, signal.SIGKILL)
@@ -152,14 +158,6 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
         streamed = ops.get("c", 0) + ops.get("u", 0) + ops.get("d", 0)
         return streamed >= work.total and silver_rows(catalog, silver) == source_rows(connect, "items")
 
-    if broker is not None:
-        # the broker restarts once everything written has gone through (noida-db can lose a
-        # transaction that is open while it restarts: see tests/integration/test_cdc_kafka.py);
-        # both actors reconnect, and a few more seconds of writes must arrive too
-        wait_until(caught_up, timeout=180, interval=1.0)
-        broker.restart()
-        kills["broker restart"] = 1
-        work.run(3.0)
     expected = source_rows(connect, "items")
 
     t_kills = time.time()
@@ -169,11 +167,13 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
     if not ok and broker is not None:  # what the consumer (lag: positions and assembly) and publisher say
         print(f"[{engine_label}] NOT CAUGHT UP; consumer status={status}")
         pub = cdc_actor.find_publisher(cfg, source)
-        print(f"[{engine_label}] publisher status={_try_status(pub) if pub else None}")
+        pub_status = (_try_status(pub) if pub else None) or {}
+        print(f"[{engine_label}] publisher status={pub_status}")
         print(f"[{engine_label}] topics={_kafka_offsets(broker.bootstrap, src['cdc']['topic_prefix'])}")
-        spy = shutil.which("py-spy")  # where the consumer waits, if py-spy is installed
-        if spy and status.get("pid"):
-            print(subprocess.run([spy, "dump", "--pid", str(status["pid"])], capture_output=True, text=True).stdout)
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+        for pid in (status.get("pid"), pub_status.get("pid")):
+            if spy and pid:
+                print(subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True).stdout)
     ray.kill(actor, no_restart=True)
     pub = cdc_actor.find_publisher(cfg, source) if broker else None
     if pub is not None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, TableSpec, TxEnd, position
+from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TableSpec, TxEnd, position
 from eai_ray.ingestion.cdc.kafka import (KafkaPublisher, TxAssembler, decode_event, encode_event, encode_key,
                                          topic_for)
 
@@ -76,7 +76,7 @@ class _FakeProducer:
     def send(self, topic, key=None, value=None):
         self.log.append(("send", topic))
 
-    def flush(self):
+    def flush(self, timeout=None):
         pass
 
     def commit_transaction(self):
@@ -126,3 +126,23 @@ def test_publisher_refuses_a_marker_over_another_transactions_events():
     with pytest.raises(ConnectionResetError, match="another transaction"):
         pub._pump(threading.Event())
     assert prod.log == [] and src.acked == []
+
+
+def test_publisher_with_a_slot_acks_only_what_the_consumer_holds():
+    # PostgreSQL: the slot advances to the commit the consumer has in Iceberg (here 0x10), not to
+    # what the broker acknowledged (0x11); an idle heartbeat is acked only once that caught up
+    items = [_ev(0x10, 0), TxEnd(0x10, "A"), _ev(0x11, 1), TxEnd(0x11, "B")]
+    src, prod = _FakeSource(items + [Heartbeat("C")]), _FakeProducer()
+    durable = [0x10]
+    pub = KafkaPublisher(src, bootstrap="x", topic_prefix="p", source_name="pg", pipeline="t",
+                         batch_events=100, batch_seconds=60, producer_factory=lambda: prod,
+                         durable_commit=lambda: durable[0])
+    pub._producer = prod
+    pub._pump(threading.Event())
+    assert src.acked == ["10"]  # not "B", and not the heartbeat: 0x11 is not durable yet
+    durable[0] = 0x11
+    pub._durable = (0.0, None)
+    src2 = _FakeSource([Heartbeat("C")])
+    pub.source = src2
+    pub._pump(threading.Event())
+    assert src2.acked == ["C"]

@@ -91,18 +91,38 @@ def encode_marker(tx: TxEnd, events: int, bad: list[BadEvent]) -> bytes:
                                for b in bad]}, default=_default).encode()
 
 
-def _ensure_topics(bootstrap: str, names: list[str]) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
+def _ensure_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+    """Create missing topics: the control topic (first) with one partition, each table topic with
+    `partitions`; a table topic with fewer partitions gets more (no ordering is lost: the consumer
+    reassembles transactions by source commit, not by Kafka order)."""
+    from kafka.admin import KafkaAdminClient, NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eai-cdc-admin")
     try:
         have = set(admin.list_topics())
-        missing = [n for n in names if n not in have]
-        for n in missing:
+        want = {n: (1 if n.endswith("." + CONTROL) else partitions) for n in names}
+        for n in [n for n in names if n not in have]:
             try:
-                admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1)])
+                admin.create_topics([NewTopic(n, num_partitions=want[n], replication_factor=1)])
             except TopicAlreadyExistsError:
                 pass
+        existing = [n for n in names if n in have and want[n] > 1]
+        if existing:
+            for d in admin.describe_topics(existing):
+                n, count = d.get("name") or d.get("topic"), len(d.get("partitions") or [])
+                if 0 < count < want[n]:
+                    log.warning("topic %s: %d partitions, raising to %d", n, count, want[n])
+                    admin.create_partitions({n: NewPartitions(total_count=want[n])})
+    finally:
+        admin.close()
+
+
+def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """How many partitions each topic has now (fresh metadata)."""
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eai-cdc-admin")
+    try:
+        return {d.get("name") or d.get("topic"): len(d.get("partitions") or []) for d in admin.describe_topics(names)}
     finally:
         admin.close()
 
@@ -112,10 +132,17 @@ class KafkaPublisher:
     """Database log -> Kafka topics, transactionally; acks the source after the Kafka commit."""
 
     def __init__(self, source, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
-                 batch_events: int = 2_000, batch_seconds: float = 0.05,
+                 batch_events: int = 2_000, batch_seconds: float = 0.05, partitions: int = 1,
                  producer_factory: Callable[..., Any] | None = None,
-                 committed_resume: Callable[[], str | None] | None = None) -> None:
+                 committed_resume: Callable[[], str | None] | None = None,
+                 durable_commit: Callable[[], int | None] | None = None) -> None:
         self.source = source
+        # a source with a slot (PostgreSQL) is acknowledged only up to the commit the consumer
+        # holds in Iceberg, not up to what the broker said it committed: a broker that loses an
+        # acknowledged transaction (seen with noida-db restarting under load) costs a resend, not data
+        self.durable_commit = durable_commit
+        self._durable: tuple[float, int | None] = (0.0, None)
+        self._published_commit = 0
         # a source without server-side state (MariaDB/MySQL: no slot) starts from the last source
         # transaction it committed to Kafka, else from where the consumer's snapshot ended
         self.committed_resume = committed_resume
@@ -125,6 +152,8 @@ class KafkaPublisher:
         self.pipeline = pipeline
         self.batch_events = batch_events
         self.batch_seconds = batch_seconds
+        self.partitions = partitions
+        self.end_timeout_s = 30.0  # flush + commit of one Kafka transaction, at most
         self.producer_factory = producer_factory
         self.published_tx = 0
         self.published_events = 0
@@ -140,7 +169,7 @@ class KafkaPublisher:
         if self.producer_factory is not None:
             return self.producer_factory()
         from kafka import KafkaProducer
-        _ensure_topics(self.bootstrap, self.topics())
+        _ensure_topics(self.bootstrap, self.topics(), self.partitions)
         p = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
                           transactional_id=transactional_id(self.pipeline, self.source_name),
                           linger_ms=5, max_block_ms=20_000)
@@ -214,7 +243,8 @@ class KafkaPublisher:
                 if started is None:
                     started = time.monotonic()
             elif isinstance(item, Heartbeat) and not txs and not open_events:
-                self.source.ack(item.resume)
+                if self.durable_commit is None or (self._durable_now(force=False) or 0) >= self._published_commit:
+                    self.source.ack(item.resume)  # idle, and all that was published is durable
             if txs and (n >= self.batch_events or time.monotonic() - started >= self.batch_seconds):
                 self.publish(txs)
                 txs, n, started = [], 0, None
@@ -233,21 +263,39 @@ class KafkaPublisher:
                     p.send(topic_for(self.prefix, self.source_name, e.table), key=encode_key(e.key),
                            value=encode_event(e))
                 p.send(ctl, key=str(tx.commit).encode(), value=encode_marker(tx, len(events), bad))
-            p.flush()
+            p.flush(timeout=self.end_timeout_s)
             if _conn_ids(p) != conns:
-                # a broker that restarted under an open transaction may lose its state: committing it
-                # then can leave the partition's stable offset stuck. Abort; the source resends.
+                # the broker restarted under the open transaction: abort it; the source resends
                 raise ConnectionResetError("kafka: broker connection changed during the transaction")
-            p.commit_transaction()
+            _end_transaction(p, commit=True, timeout_s=self.end_timeout_s)
+            if _conn_ids(p) != conns:
+                # the broker restarted while the commit was in flight: whether the transaction
+                # survived is unknown, so the source is not acknowledged and resends it (a repeat
+                # is dropped by the consumer; a loss would not be noticed by anyone)
+                raise ConnectionResetError("kafka: broker connection changed during the commit")
         except Exception:
             try:
-                p.abort_transaction()
+                _end_transaction(p, commit=False, timeout_s=5.0)
             except Exception:  # noqa: BLE001 - the broker may be gone; the producer is reopened
                 pass
             raise
         self.published_tx += len(txs)
         self.published_events += sum(len(e) for _, e, _ in txs)
-        self.source.ack(txs[-1][0].resume)
+        self._published_commit = txs[-1][0].commit
+        if self.durable_commit is None:
+            self.source.ack(txs[-1][0].resume)
+        else:
+            durable = self._durable_now(force=False)
+            if durable:
+                self.source.ack(f"{durable:X}")  # the transaction at `durable` itself is sent again
+
+    def _durable_now(self, *, force: bool, every_s: float = 2.0) -> int | None:
+        """The consumer's committed source commit (read from Iceberg at most every `every_s`)."""
+        at, value = self._durable
+        if force or time.monotonic() - at >= every_s:
+            value = self.durable_commit()
+            self._durable = (time.monotonic(), value)
+        return value
 
 
 def committed_reader(bootstrap: str, **config):
@@ -320,6 +368,20 @@ def end_offsets(bootstrap: str, parts: list) -> dict:
         return c.end_offsets(parts)
     finally:
         c.close()
+
+
+def _end_transaction(producer, *, commit: bool, timeout_s: float) -> None:
+    """commit_transaction()/abort_transaction() with a deadline: kafka-python waits for the broker's
+    answer without one, and an EndTxn in flight while the broker restarts is never answered."""
+    from kafka.errors import KafkaTimeoutError
+    tm, sender = getattr(producer, "_transaction_manager", None), getattr(producer, "_sender", None)
+    if tm is None or sender is None:  # another client: its own calls
+        return producer.commit_transaction() if commit else producer.abort_transaction()
+    result = tm.begin_commit() if commit else tm.begin_abort()
+    sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+        raise KafkaTimeoutError(f"kafka: no answer to the transaction's {'commit' if commit else 'abort'} "
+                                f"within {timeout_s:.0f} s")
 
 
 def _conn_ids(producer) -> frozenset | None:
@@ -403,13 +465,15 @@ class KafkaCdcSource:
     """The CdcSource a consumer-group actor reads: Kafka topics, with metadata/snapshot from `inner`."""
 
     def __init__(self, inner, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
-                 poll_ms: int = 200) -> None:
+                 poll_ms: int = 200, partitions: int = 1, recheck_s: float = 10.0) -> None:
         self.inner = inner
         self.bootstrap = bootstrap
         self.prefix = topic_prefix
         self.source_name = source_name
         self.pipeline = pipeline
         self.poll_ms = poll_ms
+        self.partitions = partitions
+        self.recheck_s = recheck_s
         self.has_slot_state = getattr(inner, "has_slot_state", False)
         self._consumer = None
         self._group: _GroupOffsets | None = None
@@ -443,7 +507,7 @@ class KafkaCdcSource:
         token = json.loads(resume) if resume and resume.startswith("{") else {}
         names = self.topics()
         try:
-            _ensure_topics(self.bootstrap, names)
+            _ensure_topics(self.bootstrap, names, self.partitions)
             # no group membership on the data path: a group coordinator that is slow, moved or lost
             # must never hold the stream (the positions that count are in the Iceberg table)
             c = committed_reader(self.bootstrap, group_id=None, auto_offset_reset="earliest", max_poll_records=5_000)
@@ -466,12 +530,19 @@ class KafkaCdcSource:
             raise ConnectionResetError(f"kafka: {exc}") from None
         ctl = control_topic(self.prefix, self.source_name)
         asm = self._asm = TxAssembler(int(token.get("commit", 0)))
+        counts = {t: sum(1 for tp in parts if tp.topic == t) for t in names}
+        next_check = time.monotonic() + self.recheck_s
         while True:
             try:
                 recs = c.poll(timeout_ms=self.poll_ms)
             except KafkaError as exc:
                 raise ConnectionResetError(f"kafka: {exc}") from None
             if not recs:
+                if asm.markers and time.monotonic() >= next_check:
+                    # waiting for a transaction's events: were partitions added since we started?
+                    next_check = time.monotonic() + self.recheck_s
+                    if partition_counts(self.bootstrap, names) != counts:
+                        raise ConnectionResetError("kafka: topic partitions changed; reassigning")
                 yield None
                 continue
             for tp, msgs in recs.items():
