@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from eai_ray.errors import EaiError, SlotLost, is_transient
-from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, end_of
+from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, commit_of, end_of
 
 log = logging.getLogger(__name__)
 
@@ -397,25 +397,22 @@ def build_publisher(cfg, source_name: str):
                             source=source_name, expected="cdc.transport: kafka")
     reader = build_source(cfg, source)
 
-    def committed_resume() -> str | None:  # where the consumer's snapshot (or stream) committed up to
-        from eai_ray.ingestion.cdc.events import ZERO
-        sink = build_sink(cfg, source_name)
-        sink.prepare(reader.tables())
-        pos, resume = sink.resume_point()
-        # a Kafka offsets token ('{...}') is the consumer's, not a database position
-        return resume if pos != ZERO and resume and not resume.startswith("{") else None
-
     sinks: list = []
 
-    def durable_commit() -> int | None:  # the source commit the consumer holds in Iceberg
-        from eai_ray.ingestion.cdc.events import ZERO
+    def consumer_committed() -> tuple[str, str | None]:  # (position, resume) the consumer holds in Iceberg
         if not sinks:
             sinks.append(build_sink(cfg, source_name))
             sinks[0].prepare(reader.tables())
-        sink = sinks[0]
-        sink._wm.clear()  # re-read the tables' last committed positions
-        pos, _resume = sink.resume_point()
-        return int(pos[:16], 16) if pos != ZERO else None
+        return sinks[0].resume_point(fresh=True)
+
+    def committed_resume() -> str | None:  # where the consumer's snapshot (or stream) committed up to
+        pos, resume = consumer_committed()
+        # a Kafka offsets token ('{...}') is the consumer's, not a database position
+        return resume if pos != ZERO and resume and not resume.startswith("{") else None
+
+    def durable_commit() -> int | None:  # the source commit the consumer holds in Iceberg
+        pos, _resume = consumer_committed()
+        return commit_of(pos) if pos != ZERO else None
 
     return KafkaPublisher(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
                           partitions=cdc.kafka_partitions,

@@ -156,8 +156,11 @@ class CdcSink:
         out = [self.bronze(t), self.silver(t), self.quarantine(t)]
         return out + [self.history(t)] if self.scd2 else out
 
-    def resume_point(self) -> tuple[str, str | None]:
-        """(lowest committed position, its resume token) over every target table: where to read from."""
+    def resume_point(self, *, fresh: bool = False) -> tuple[str, str | None]:
+        """(lowest committed position, its resume token) over every target table: where to read from.
+        `fresh`: re-read the tables (another process writes them)."""
+        if fresh:
+            self._wm.clear()
         best: tuple[str, str | None] | None = None
         for t in self.specs:
             for name in (self.bronze(t), self.silver(t)):

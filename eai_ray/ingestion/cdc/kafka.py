@@ -108,8 +108,7 @@ def _ensure_topics(bootstrap: str, names: list[str], partitions: int = 1) -> Non
                 pass
         existing = [n for n in names if n in have and want[n] > 1]
         if existing:
-            for d in admin.describe_topics(existing):
-                n, count = d.get("name") or d.get("topic"), len(d.get("partitions") or [])
+            for n, count in _partition_counts(admin, existing).items():
                 if 0 < count < want[n]:
                     log.warning("topic %s: %d partitions, raising to %d", n, count, want[n])
                     admin.create_partitions({n: NewPartitions(total_count=want[n])})
@@ -122,9 +121,13 @@ def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
     from kafka.admin import KafkaAdminClient
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eai-cdc-admin")
     try:
-        return {d.get("name") or d.get("topic"): len(d.get("partitions") or []) for d in admin.describe_topics(names)}
+        return _partition_counts(admin, names)
     finally:
         admin.close()
+
+
+def _partition_counts(admin, names: list[str]) -> dict[str, int]:
+    return {d.get("name") or d.get("topic"): len(d.get("partitions") or []) for d in admin.describe_topics(names)}
 
 
 # ---------------------------------------------------------------------- publisher
@@ -243,7 +246,7 @@ class KafkaPublisher:
                 if started is None:
                     started = time.monotonic()
             elif isinstance(item, Heartbeat) and not txs and not open_events:
-                if self.durable_commit is None or (self._durable_now(force=False) or 0) >= self._published_commit:
+                if self.durable_commit is None or (self._durable_now() or 0) >= self._published_commit:
                     self.source.ack(item.resume)  # idle, and all that was published is durable
             if txs and (n >= self.batch_events or time.monotonic() - started >= self.batch_seconds):
                 self.publish(txs)
@@ -285,14 +288,14 @@ class KafkaPublisher:
         if self.durable_commit is None:
             self.source.ack(txs[-1][0].resume)
         else:
-            durable = self._durable_now(force=False)
+            durable = self._durable_now()
             if durable:
                 self.source.ack(f"{durable:X}")  # the transaction at `durable` itself is sent again
 
-    def _durable_now(self, *, force: bool, every_s: float = 2.0) -> int | None:
+    def _durable_now(self, every_s: float = 2.0) -> int | None:
         """The consumer's committed source commit (read from Iceberg at most every `every_s`)."""
         at, value = self._durable
-        if force or time.monotonic() - at >= every_s:
+        if time.monotonic() - at >= every_s:
             value = self.durable_commit()
             self._durable = (time.monotonic(), value)
         return value
@@ -362,8 +365,7 @@ def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str
 
 def end_offsets(bootstrap: str, parts: list) -> dict:
     """Last stable offset of each partition (what a read_committed reader can reach)."""
-    from kafka import KafkaConsumer
-    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
+    c = committed_reader(bootstrap)
     try:
         return c.end_offsets(parts)
     finally:
