@@ -379,6 +379,9 @@ class SilverTable(Model):
     rules: list[Rule] = Field(default_factory=list)
     freshness: Freshness | None = None
     on_removed_column: Literal["fill_null", "fail"] = "fill_null"
+    full_refresh: Literal["replace", "append"] | None = Field(
+        default=None, description="how a table without a key takes a load: 'replace' (silver becomes the latest "
+        "full read, in one snapshot) or 'append'; default: replace for full reads, append for incremental ones")
     enrich: list[EnrichSpec] = Field(default_factory=list, description="LLM/embedding columns added to silver rows")
 
     @field_validator("source")

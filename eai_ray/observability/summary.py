@@ -9,14 +9,15 @@ def render_summary(d: dict[str, Any], console) -> None:
 
     t = Table(title=f"run {d['run_id']} of {d['pipeline']}: {d['status'].upper()} in {d['seconds']:.1f}s "
                     f"({d['executor']})")
-    for c in ("source", "bronze rows", "silver table", "silver in", "inserted", "updated", "quarantined",
-              "duplicates", "quality", "reconciled", "status"):
+    for c in ("source", "bronze rows", "silver table", "silver in", "inserted", "updated", "unchanged",
+              "quarantined", "duplicates", "quality", "reconciled", "status"):
         t.add_column(c, justify="left" if c in ("source", "silver table", "status") else "right")
     for r in d["tables"]:
         q = r.get("quality") or {}
         status = r["status"] if not r.get("error") else f"{r['status']}: {r['error']['type']}"
+        unchanged = r.get("unchanged", 0) + r.get("bronze_skipped", 0)
         t.add_row(r["source"], f"{r['bronze_rows']:,}", r.get("silver") or "-", f"{r['silver_in']:,}",
-                  f"{r['inserted']:,}", f"{r['updated']:,}", f"{r['quarantined']:,}",
+                  f"{r['inserted']:,}", f"{r['updated']:,}", f"{unchanged:,}", f"{r['quarantined']:,}",
                   f"{r['duplicates'] + r['stale']:,}", f"{q['overall']:.2f}" if "overall" in q else "-",
                   "yes" if r["reconciled"] else "[red]NO", status)
     console.print(t)
@@ -31,6 +32,18 @@ def render_summary(d: dict[str, Any], console) -> None:
     warned = [(r["silver"], rule, n) for r in d["tables"] for rule, n in (r.get("warnings") or {}).items()]
     for table, rule, n in sorted(warned):
         console.print(f"[yellow]warning[/yellow] {table}: {n:,} rows kept despite rule '{rule}'")
+    for r in d["tables"]:
+        if r.get("mode") == "replace" and r.get("deleted"):
+            console.print(f"{r['silver']}: {r['deleted']:,} rows no longer in the source were removed "
+                          "(full read of a table without a key replaces silver)")
+        for src, dst in (r.get("renamed") or {}).items():
+            console.print(f"[yellow]renamed[/yellow] {r['silver']}: source column {src!r} stored as {dst!r} "
+                          "(another column has the same name in another case)")
+        for note in r.get("notes") or []:
+            console.print(f"[dim]{r['source']}[/dim]: {note}")
+        if r.get("silver") and not r["reconciled"] and r.get("silver_rows_after") is not None:
+            console.print(f"[red]{r['silver']}: holds {r['silver_rows_after']:,} rows, expected "
+                          f"{r.get('expected_silver_rows')}")
     changes = [(r["source"], c) for r in d["tables"] for c in r.get("schema_changes") or []]
     for source, c in changes:
         console.print(f"[yellow]schema change[/yellow] {c.get('table', source)}: {c['kind']} column {c['column']}"

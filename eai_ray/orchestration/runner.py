@@ -19,9 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import GreaterThan
+from pyiceberg.expressions import EqualTo, GreaterThan
 
 from eai_ray.config import PipelineConfig, SilverTable, resolvable_secrets, resources_of
 from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
@@ -31,8 +32,8 @@ from eai_ray.observability.progress import Progress
 from eai_ray.orchestration.dag import gold_order
 from eai_ray.orchestration.executor import Executor
 from eai_ray.processing import quality as qengine
-from eai_ray.processing.dedup import latest_per_key
-from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, transform
+from eai_ray.processing.dedup import ROW_HASH, combine_fingerprints, fingerprint, latest_per_key, row_hashes
+from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, renamed_columns, transform
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
 from eai_ray.processing.types import make_iceberg_safe
 from eai_ray.storage import tables as T
@@ -57,10 +58,17 @@ class TableReport:
     silver_in: int = 0
     inserted: int = 0
     updated: int = 0
+    unchanged: int = 0  # rows silver already held, value for value: nothing rewritten
     deleted: int = 0
     quarantined: int = 0
     duplicates: int = 0
     stale: int = 0
+    mode: str | None = None  # how silver took the load: merge (by key) | replace | append
+    bronze_skipped: int = 0  # rows read from the source that bronze already held (not appended again)
+    silver_rows_before: int | None = None
+    silver_rows_after: int | None = None
+    renamed: dict[str, str] = field(default_factory=dict)  # source column -> silver column (case collisions)
+    notes: list[str] = field(default_factory=list)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)  # rows kept despite a `warn` rule
     quality: dict[str, float] = field(default_factory=dict)
@@ -77,12 +85,26 @@ class TableReport:
 
     @property
     def reconciled(self) -> bool:
-        """Every row consumed by silver is accounted for: accepted + quarantined + duplicates."""
-        return self.silver is None or self.silver_in == self.accepted + self.quarantined + self.duplicates + self.stale
+        """Every row consumed by silver is accounted for (accepted + unchanged + quarantined + duplicates),
+        and silver grew by exactly what was inserted: a re-read never doubles it unnoticed."""
+        if self.silver is None:
+            return True
+        counted = self.silver_in == (self.accepted + self.unchanged + self.quarantined + self.duplicates
+                                     + self.stale)
+        return counted and self.silver_rows_after == self.expected_silver_rows
+
+    @property
+    def expected_silver_rows(self) -> int | None:
+        """Rows silver must hold after this run, from its row count before and what the run did."""
+        if self.silver_rows_before is None:
+            return self.silver_rows_after  # silver not touched in this run
+        if self.mode == "replace":
+            return self.inserted + self.updated + self.unchanged if self.silver_in else self.silver_rows_before
+        return self.silver_rows_before + self.inserted - self.deleted
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(accepted=self.accepted, reconciled=self.reconciled)
+        d.update(accepted=self.accepted, reconciled=self.reconciled, expected_silver_rows=self.expected_silver_rows)
         return d
 
 
@@ -107,10 +129,35 @@ def bronze_name(source: str, resource: str) -> str:
     return f"bronze.{source}_{resource}"
 
 
-def default_silver(source, resource) -> SilverTable:
-    """Silver with the discovered schema and the source's key, for resources the YAML leaves implicit."""
-    return SilverTable(name=f"{source.name}_{resource.name}", source=f"{source.name}.{resource.name}",
-                       primary_key=list(resource.primary_key))
+def default_silver(source, resource, discovered: DiscoveredSchema | None = None) -> SilverTable:
+    """Silver with the discovered schema and the source's key, for resources the YAML leaves implicit.
+
+    The key is the YAML's ``primary_key``, else the one the source declares (a database's primary
+    key or unique constraint), named as silver stores it.
+    """
+    from eai_ray.processing.silver import silver_names
+
+    key = list(resource.primary_key) or list(discovered.primary_key if discovered else [])
+    if discovered is not None:
+        names = silver_names([c.name for c in discovered.columns])
+        key = [names.get(k, k) for k in key]
+    return SilverTable(name=f"{source.name}_{resource.name}".replace(".", "_"),
+                       source=f"{source.name}.{resource.name}", primary_key=key)
+
+
+def silver_mode(spec: SilverTable, *, full: bool) -> str:
+    """How silver takes a load: ``merge`` by key; without a key, ``replace`` for full reads (silver
+    becomes the latest read, in one snapshot) or ``append`` for incremental ones; ``full_refresh`` wins."""
+    if spec.full_refresh == "replace":
+        return "replace"
+    if spec.primary_key:
+        return "merge"
+    return spec.full_refresh or ("replace" if full else "append")
+
+
+def is_full_read(source, resource) -> bool:
+    """True when every read returns the whole resource (no cursor, not file-by-file): a snapshot."""
+    return getattr(resource, "incremental", None) is None and source.kind != "files"
 
 
 def add_bronze_meta(table: pa.Table, *, source: str, run_id: str, load_id: int, now: dt.datetime) -> pa.Table:
@@ -124,6 +171,8 @@ def add_bronze_meta(table: pa.Table, *, source: str, run_id: str, load_id: int, 
         return pa.DictionaryArray.from_arrays(zeros, pa.array([v])).cast(pa.string())
 
     table = make_iceberg_safe(table)
+    if ROW_HASH not in table.column_names:
+        table = table.append_column(ROW_HASH, row_hashes(table))
     return (table.append_column("_eai_source", const_str(source))
                  .append_column("_eai_run_id", const_str(run_id))
                  .append_column("_eai_ingested_at", pa.array(np.full(n, np.datetime64(now.replace(tzinfo=None), "us")),
@@ -142,7 +191,7 @@ def extract_partition(cfg: PipelineConfig, source_name: str, resource: str, part
     catalog = open_catalog(cfg)
     tbl = catalog.load_table(bronze)
     conn = connector_for(cfg.source(source_name))
-    files, rows, ckpt = [], 0, None
+    files, rows, ckpt, prints = [], 0, None, []
     try:
         for batch in conn.read(resource, checkpoint=checkpoint, partition=partition, batch_rows=batch_rows):
             if batch.table.num_rows:
@@ -150,10 +199,11 @@ def extract_partition(cfg: PipelineConfig, source_name: str, resource: str, part
                                        load_id=load_id, now=now)
                 files.extend(T.write_data_files(tbl, data))
                 rows += batch.table.num_rows
+                prints.append(fingerprint(data.column(ROW_HASH)))
             ckpt = merge_checkpoints(ckpt, batch.checkpoint)
     finally:
         conn.close()
-    return files, rows, ckpt
+    return files, rows, ckpt, combine_fingerprints(prints)
 
 
 def silver_chunk(bronze_chunk: pa.Table, spec: SilverTable, source_types: dict, run_id: str, source: str,
@@ -202,9 +252,10 @@ class PipelineRunner:
                     self._timed(rep, "bronze", rep.bronze, t1)
                     spec = self.cfg.silver_for(source.name, resource.name)
                     if spec is None and self.cfg.auto_silver:
-                        spec = default_silver(source, resource)
+                        spec = default_silver(source, resource, discovered)
                     if spec is not None and rep.status == "ok":
                         rep.silver = f"silver.{spec.name}"
+                        rep.mode = silver_mode(spec, full=is_full_read(source, resource))
                         silver_jobs.append((rep, spec, discovered))
                 # silver in dependency order of `references` rules, so referenced keys exist
                 for rep, spec, discovered in _order_by_references(silver_jobs):
@@ -269,28 +320,37 @@ class PipelineRunner:
         self.store.record_schema(f"source:{rep.source}", discovered.to_dict(), run_id=self.run_id)
         bronze = rep.bronze
         checkpoint, load_id = self._bronze_state(bronze)
+        full = is_full_read(source, resource)
+        last_print = self._last_fingerprint(bronze) if full else None
         now = self.clock()
         partitions = handle.plan(resource.name, checkpoint, self.executor.parallelism(), self.cfg.batch_rows)
-        total_rows, new_ckpt = 0, None
+        total_rows, appended, new_ckpt = 0, 0, None
         if partitions:
             # typed source: fix the bronze schema first, then parallel tasks write data files
             schema = add_bronze_meta(discovered.arrow_schema().empty_table(), source=rep.source,
                                      run_id=self.run_id, load_id=load_id, now=now).schema
             tbl, changes = T.evolve(self.catalog, bronze, schema)
             rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
-            files = []
+            files, prints = [], []
             with self.progress.step(f"extract {rep.source}", total=len(partitions)) as advance:
                 secrets = resolvable_secrets(source)
                 args = [(self.cfg, source.name, resource.name, p, checkpoint, bronze, self.run_id, load_id, now,
                          self.cfg.batch_rows, secrets) for p in partitions]
-                for f, rows, ck in self.executor.map(extract_partition, args):
+                for f, rows, ck, fp in self.executor.map(extract_partition, args):
                     files.extend(f)
                     total_rows += rows
+                    prints.append(fp)
                     new_ckpt = merge_checkpoints(new_ckpt, ck)
                     advance(1)
-            if total_rows:
+            print_ = combine_fingerprints(prints)
+            if full and print_ == last_print:
+                T.discard_files(self.catalog, bronze, files)  # the same rows as the last load: nothing to add
+                self._note_unchanged(rep, total_rows)
+            elif total_rows:
                 T.commit_files(self.catalog, bronze, files, run_id=self.run_id,
-                               properties=self._bronze_props(checkpoint, new_ckpt, load_id, total_rows))
+                               properties=self._bronze_props(checkpoint, new_ckpt, load_id, total_rows,
+                                                             print_ if full else None))
+                appended = total_rows
         else:
             with self.progress.step(f"extract {rep.source}", total=1) as advance:
                 tables, new_ckpt = handle.read(resource.name, checkpoint, self.cfg.batch_rows)
@@ -299,11 +359,22 @@ class PipelineRunner:
                 data = pa.concat_tables([make_iceberg_safe(t) for t in tables], promote_options="permissive")
                 data = add_bronze_meta(data, source=rep.source, run_id=self.run_id, load_id=load_id, now=now)
                 total_rows = data.num_rows
-                tbl, changes = T.evolve(self.catalog, bronze, data.schema)
-                rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
-                T.append(self.catalog, bronze, data, run_id=self.run_id,
-                         properties=self._bronze_props(checkpoint, new_ckpt, load_id, total_rows))
-        rep.rows_read = rep.bronze_rows = total_rows
+                print_ = fingerprint(data.column(ROW_HASH))
+                key = list(resource.primary_key) or list(discovered.primary_key)
+                if full and print_ == last_print:
+                    self._note_unchanged(rep, total_rows)
+                    data = data.slice(0, 0)
+                elif full and key and getattr(self.cfg.silver_for(source.name, resource.name),
+                                              "full_refresh", None) != "replace":
+                    data = self._not_yet_landed(rep, bronze, data, key)
+                if data.num_rows:
+                    tbl, changes = T.evolve(self.catalog, bronze, data.schema)
+                    rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
+                    T.append(self.catalog, bronze, data, run_id=self.run_id,
+                             properties=self._bronze_props(checkpoint, new_ckpt, load_id, data.num_rows,
+                                                           print_ if full else None))
+                    appended = data.num_rows
+        rep.rows_read, rep.bronze_rows = total_rows, appended
         rep.checkpoint = merge_checkpoints(checkpoint, new_ckpt)
         if self.catalog.table_exists(bronze):
             tbl = self.catalog.load_table(bronze)
@@ -312,7 +383,7 @@ class PipelineRunner:
             self.store.record_edges([(f"source:{rep.source}", c.name, bronze, c.name, "extract")
                                      for c in discovered.columns if c.name in tbl.schema().column_names],
                                     run_id=self.run_id)
-        metrics.rows_written(self.cfg.name, bronze, "bronze", total_rows)
+        metrics.rows_written(self.cfg.name, bronze, "bronze", appended)
         crash_point(f"after_bronze:{rep.source}")
         return discovered
 
@@ -324,9 +395,53 @@ class PipelineRunner:
         last = T.last_property(tbl, "eai.load_id")
         return (json.loads(ck) if ck else None), (int(last) + 1 if last else 1)
 
-    def _bronze_props(self, old, new, load_id, rows) -> dict[str, Any]:
-        return {"checkpoint": json.dumps(merge_checkpoints(old, new), default=str), "load_id": load_id,
-                "rows": rows}
+    def _bronze_props(self, old, new, load_id, rows, print_: str | None = None) -> dict[str, Any]:
+        props = {"checkpoint": json.dumps(merge_checkpoints(old, new), default=str), "load_id": load_id,
+                 "rows": rows}
+        if print_ is not None:
+            props["fingerprint"] = print_  # of the whole read, so an unchanged re-read is not appended again
+        return props
+
+    def _last_fingerprint(self, bronze: str) -> str | None:
+        if not self.catalog.table_exists(bronze):
+            return None
+        tbl = self.catalog.load_table(bronze)
+        snap = tbl.current_snapshot()
+        props = snap.summary.additional_properties if snap and snap.summary else {}
+        return props.get("eai.fingerprint")
+
+    def _note_unchanged(self, rep: TableReport, rows: int) -> None:
+        rep.bronze_skipped = rows
+        rep.notes.append(f"source unchanged since the last load ({rows:,} rows, same content): "
+                         "bronze not appended, silver unchanged")
+
+    def _not_yet_landed(self, rep: TableReport, bronze: str, data: pa.Table, key: list[str]) -> pa.Table:
+        """Rows of a full read whose key does not already hold the same content in bronze (latest version)."""
+        import polars as pl
+
+        if not self.catalog.table_exists(bronze):
+            return data
+        tbl = self.catalog.load_table(bronze)
+        names = tbl.schema().column_names
+        if ROW_HASH not in names or not all(k in names and k in data.column_names for k in key):
+            return data
+        seen = tbl.scan(selected_fields=(*key, ROW_HASH, LOAD_ID)).to_arrow()
+        if seen.num_rows == 0:
+            return data
+        latest = latest_per_key(pl.from_arrow(seen).sort(LOAD_ID), key, None).select([*key, ROW_HASH])
+        new = pl.from_arrow(data.select([*key, ROW_HASH])).with_row_index("__eai_i")
+        try:
+            landed = new.join(latest, on=[*key, ROW_HASH], how="semi", nulls_equal=True)
+        except pl.exceptions.PolarsError:  # key types changed since: compare nothing, land all
+            return data
+        if landed.height:
+            keep = np.ones(data.num_rows, dtype=bool)
+            keep[landed.get_column("__eai_i").to_numpy()] = False
+            rep.bronze_skipped = landed.height
+            rep.notes.append(f"{landed.height:,} of {data.num_rows:,} records already in bronze with the same "
+                             "key and content: not appended again")
+            data = data.filter(pa.array(keep))
+        return data
 
     # ------------------------------------------------------------------ silver
     def _silver(self, rep: TableReport, spec: SilverTable, discovered: DiscoveredSchema | None) -> None:
@@ -338,10 +453,14 @@ class PipelineRunner:
         last_load = int(T.last_property(btbl, "eai.load_id") or 0)
         if last_load <= consumed:
             return
-        bronze_rows = btbl.scan(row_filter=GreaterThan(LOAD_ID, consumed)).to_arrow()
+        mode = rep.mode or silver_mode(spec, full=False)
+        # a replacing table takes the latest full read only; older unconsumed reads are superseded
+        row_filter = EqualTo(LOAD_ID, last_load) if mode == "replace" else GreaterThan(LOAD_ID, consumed)
+        bronze_rows = btbl.scan(row_filter=row_filter).to_arrow()
         rep.silver_in = bronze_rows.num_rows
         source_types = {c.name: c.type for c in discovered.columns} if discovered else {
             f.name: f.type for f in bronze_rows.schema}
+        rep.renamed = renamed_columns(spec, source_types)
         references = self._references(spec)
         chunks = [bronze_rows.slice(i, SILVER_CHUNK_ROWS) for i in range(0, max(bronze_rows.num_rows, 1), SILVER_CHUNK_ROWS)]
         results: list[SilverResult] = []
@@ -368,8 +487,15 @@ class PipelineRunner:
         if quarantined.num_rows:
             T.evolve(self.catalog, quarantine, QUARANTINE_SCHEMA)
             qtbl = self.catalog.load_table(quarantine)
-            if int(T.last_property(qtbl, "eai.bronze_load_id") or 0) < last_load:
-                T.append(self.catalog, quarantine, quarantined, run_id=self.run_id, properties=props)
+            if self._silver_watermark(quarantine) < last_load:
+                fresh = _not_yet_quarantined(qtbl, quarantined)
+                if fresh.num_rows < quarantined.num_rows:
+                    rep.notes.append(f"{quarantined.num_rows - fresh.num_rows:,} rejected rows were already in "
+                                     f"{quarantine} (same record, same rule): not added again")
+                if fresh.num_rows:
+                    T.append(self.catalog, quarantine, fresh, run_id=self.run_id, properties=props)
+                else:
+                    self._advance_watermark(quarantine, props)
         crash_point(f"after_quarantine:{silver}")
         rep.quarantined = quarantined.num_rows
         rep.quarantine_reasons = _count_by(quarantined, "_eai_rule")
@@ -382,20 +508,27 @@ class PipelineRunner:
             from eai_ray.errors import IncompatibleSchemaChange
             raise IncompatibleSchemaChange(f"columns {[c.column for c in removed]} disappeared from {rep.source}",
                                            table=silver)
-        if spec.primary_key:
+        rep.silver_rows_before = T.row_count(tbl)
+        if mode == "merge":
             stats = T.merge(self.catalog, silver, good, keys=spec.primary_key, sequence_by=spec.sequence_by,
                             run_id=self.run_id, properties=props)
             rep.inserted, rep.updated, rep.stale = stats.inserted, stats.updated, stats.stale
+            rep.unchanged = stats.unchanged
+        elif mode == "replace":
+            stats = T.replace(self.catalog, silver, good, run_id=self.run_id, properties=props)
+            rep.inserted, rep.deleted, rep.unchanged = stats.inserted, stats.deleted, stats.unchanged
         else:
             T.append(self.catalog, silver, good, run_id=self.run_id, properties=props)
             rep.inserted = good.num_rows
-        if rep.inserted + rep.updated == 0:
+        if rep.inserted + rep.updated + rep.deleted == 0:
             # nothing changed in silver, but the watermark must still move past this load
             self._advance_watermark(silver, props)
 
         stbl = self.catalog.load_table(silver)
+        rep.silver_rows_after = T.row_count(stbl)
+        renames = [{"kind": "renamed", "column": src, "new": dst} for src, dst in rep.renamed.items()]
         self.store.record_schema(silver, _schema_dict(stbl.schema().as_arrow()), run_id=self.run_id,
-                                 changes=[c.to_dict() for c in changes])
+                                 changes=[c.to_dict() for c in changes] + renames)
         first = results[0] if results else None
         if first:
             self.store.record_edges([(rep.bronze, src, silver, dst, "coerce" if src == dst else "map")
@@ -516,6 +649,25 @@ def _count_by(table: pa.Table, column: str) -> dict[str, int]:
         return {}
     vc = pc.value_counts(table.column(column).combine_chunks())
     return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
+
+
+def _not_yet_quarantined(qtbl, rows: pa.Table) -> pa.Table:
+    """The rejected rows that quarantine does not hold yet (same source, rule and record text)."""
+    import polars as pl
+
+    cols = ["_eai_source", "_eai_rule", "_eai_record"]
+    if qtbl.current_snapshot() is None:
+        return rows
+    held = pl.from_arrow(qtbl.scan(selected_fields=tuple(cols)).to_arrow())
+    if held.height == 0:
+        return rows
+    new = pl.from_arrow(rows.select(cols)).with_row_index("__eai_i")
+    dup = new.join(held.unique(), on=cols, how="semi", nulls_equal=True).get_column("__eai_i").to_numpy()
+    if len(dup) == 0:
+        return rows
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[dup] = False
+    return rows.filter(pa.array(keep))
 
 
 def _sum_outcomes(groups: list[list]) -> list:

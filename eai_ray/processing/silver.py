@@ -68,11 +68,48 @@ class SilverResult:
 
 
 def target_columns(spec: SilverTable, source_types: dict[str, pa.DataType]) -> dict[str, tuple[str, pa.DataType, bool]]:
-    """silver column -> (source column, Arrow type, nullable): declared, else as discovered."""
+    """silver column -> (source column, Arrow type, nullable): declared, else as discovered.
+
+    Discovered names that collide once case is ignored (``Total`` and ``total``: Iceberg keeps
+    both, DuckDB and most SQL engines do not) get a deterministic suffix, see ``silver_names``.
+    """
     if spec.columns:
         return {name: (c.source or name, arrow_type(c.type), c.nullable) for name, c in spec.columns.items()}
-    return {name: (name, t, name not in spec.primary_key) for name, t in source_types.items()
-            if not name.startswith(META_PREFIX)}
+    names = silver_names([n for n in source_types if not n.startswith(META_PREFIX)])
+    return {dst: (src, source_types[src], src not in spec.primary_key) for src, dst in names.items()}
+
+
+def silver_names(columns: list[str]) -> dict[str, str]:
+    """Source column -> silver column, unique without regard to case.
+
+    The first column of a case-insensitive group keeps its name; each later one gets ``__2``,
+    ``__3``... (the lowest suffix free in any case), in source column order, so the same source
+    always gives the same names. Example::
+
+        silver_names(["Total", "total", "id"])  # {'Total': 'Total', 'total': 'total__2', 'id': 'id'}
+    """
+    used = {c.casefold() for c in columns}
+    first: set[str] = set()
+    out: dict[str, str] = {}
+    for c in columns:
+        key = c.casefold()
+        if key not in first:
+            first.add(key)
+            out[c] = c
+            continue
+        i = 2
+        while f"{c}__{i}".casefold() in used:
+            i += 1
+        out[c] = f"{c}__{i}"
+        used.add(out[c].casefold())
+    return out
+
+
+def renamed_columns(spec: SilverTable, source_types: dict[str, pa.DataType]) -> dict[str, str]:
+    """The discovered columns that silver stores under another name (source -> silver)."""
+    if spec.columns:
+        return {}
+    return {src: dst for dst, (src, _, _) in target_columns(spec, source_types).items() if src != dst}
 
 
 def _coerce(arr: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
@@ -193,9 +230,10 @@ def transform(bronze: pa.Table, spec: SilverTable, *, source_types: dict[str, pa
     outcomes: list[RuleOutcome] = []
     bad = pa.array([False] * n, pa.bool_())
     if ERROR_COLUMN in bronze.column_names:
-        perr = pc.is_valid(bronze.column(ERROR_COLUMN).combine_chunks())
-        reason = pc.if_else(perr, bronze.column(ERROR_COLUMN).combine_chunks().cast(pa.string()), reason)
-        rule_name = pc.if_else(perr, pa.scalar("parse"), rule_name)
+        errors = bronze.column(ERROR_COLUMN).combine_chunks().cast(pa.string())
+        perr = pc.is_valid(errors)
+        reason = pc.if_else(perr, errors, reason)
+        rule_name = pc.if_else(perr, _connector_rule(errors), rule_name)
         bad = pc.or_(bad, perr)
         outcomes.append(RuleOutcome("parse", "parse", "quarantine", None, pc.sum(perr).as_py() or 0, n))
     for name, (src, typ, _nullable) in targets.items():
@@ -272,6 +310,13 @@ def transform(bronze: pa.Table, spec: SilverTable, *, source_types: dict[str, pa
         duplicates = before - good.num_rows
     return SilverResult(good=good, quarantine=quarantine, duplicates=duplicates, rules=outcomes,
                         column_map={name: src for name, (src, _, _) in targets.items()})
+
+
+def _connector_rule(errors: pa.Array) -> pa.Array:
+    """Rule name of a connector's row error: ``type:<column>`` when the text starts so (a value the
+    target type cannot hold, e.g. a PostgreSQL ``infinity`` timestamp), else ``parse``."""
+    typed = pc.struct_field(pc.extract_regex(errors, r"^(?P<rule>type:.+?): "), "rule")
+    return pc.coalesce(typed, pa.scalar("parse"))
 
 
 def _describe(rule: Rule) -> str:

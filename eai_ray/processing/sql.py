@@ -77,6 +77,7 @@ def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: 
             raise SqlValidationError(f"function {fn.name} is not allowed")
     for fn in tree.find_all(exp.ReadCSV) if hasattr(exp, "ReadCSV") else []:
         raise SqlValidationError("reading files is not allowed")
+    _refuse_case_collisions(tree, schema, tables)
     nested = _nested_schema(schema, default_ns)
     try:
         qualified = qualify(tree.copy(), schema=nested, dialect=DIALECT, db=default_ns,
@@ -91,6 +92,31 @@ def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: 
     columns = [s.alias_or_name for s in qualified.selects] if hasattr(qualified, "selects") else []
     return ValidatedQuery(sql=qualified.sql(dialect=DIALECT), tables=sorted(set(tables)), columns=columns,
                           expression=qualified)
+
+
+def _refuse_case_collisions(tree: exp.Expression, schema: dict[str, dict[str, str]], tables: list[str]) -> None:
+    """Refuse a column written in a case that is not stored, when the table holds a case-collision
+    group (``Total`` with ``total__2``, see ``processing.silver.silver_names``): SQL engines fold
+    case, so ``total`` would silently read ``Total``."""
+    import re
+
+    stored = {c for t in tables for c in schema.get(t, {})}
+    groups: dict[str, list[str]] = {}
+    for c in stored:
+        m = re.fullmatch(r"(.+)__\d+", c)
+        if m:
+            groups.setdefault(m.group(1).casefold(), []).append(c)
+    if not groups:
+        return
+    for col in tree.find_all(exp.Column):
+        written = col.name
+        key = written.casefold()
+        if written in stored or key not in groups:
+            continue
+        same = sorted(c for c in stored if c.casefold() == key)
+        raise SqlValidationError(
+            f"column {written!r} is ambiguous: the source had columns differing only by case, stored as "
+            f"{', '.join(repr(c) for c in same + sorted(groups[key]))}; write the stored name in double quotes")
 
 
 def _nested_schema(schema: dict[str, dict[str, str]], default_ns: str) -> dict:

@@ -57,11 +57,31 @@ def iceberg_safe(t: pa.DataType) -> pa.DataType:
 
 
 def make_iceberg_safe(table: pa.Table) -> pa.Table:
-    """Cast columns to types Iceberg stores; nullable everywhere (sources change)."""
+    """Cast columns to types Iceberg stores; nullable everywhere (sources change).
+
+    A value the stored type cannot hold raises SchemaError naming the column and the value,
+    never a bare Arrow error.
+    """
     fields = [pa.field(f.name, iceberg_safe(f.type), True) for f in table.schema]
     target = pa.schema(fields)
     if target.equals(table.schema):
         return table
+    try:
+        return table.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+        pass
+    for f, t in zip(table.schema, target):  # find the column (and value) that did not fit
+        if f.type.equals(t.type):
+            continue
+        try:
+            table.column(f.name).cast(t.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError) as exc:
+            from eai_ray.errors import SchemaError
+
+            detail = str(exc).splitlines()[0][:300]
+            raise SchemaError(f"column '{f.name}': a {f.type} value cannot be stored as {t.type} ({detail}); "
+                              f"read '{f.name}' as text (a silver column type) or fix the value at the source",
+                              column=f.name, type=str(f.type)) from None
     return table.cast(target)
 
 

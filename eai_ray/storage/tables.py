@@ -48,6 +48,7 @@ class SchemaChange:
 class MergeStats:
     inserted: int = 0
     updated: int = 0
+    unchanged: int = 0  # changes equal, column for column, to the row already stored: nothing rewritten
     deleted: int = 0
     stale: int = 0  # changes older (by sequence) than the row already in the table
     files_rewritten: int = 0
@@ -166,6 +167,16 @@ def commit_files(catalog: Catalog, name: str, files: Iterable, *, run_id: str,
     return _retry_commit(go, table=name)
 
 
+def discard_files(catalog: Catalog, name: str, files: Iterable) -> None:
+    """Delete data files written for `name` that will never be committed (nothing references them)."""
+    io = catalog.load_table(name).io
+    for f in files:
+        try:
+            io.delete(f.file_path)
+        except (OSError, ValueError):
+            pass  # an orphan file is harmless; maintenance removes what is left
+
+
 def append(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
            properties: dict[str, Any] | None = None) -> int | None:
     def go():
@@ -184,6 +195,58 @@ def overwrite(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
         else:
             tbl.overwrite(align(tbl, data), snapshot_properties=_props(run_id, properties))
         return tbl.current_snapshot().snapshot_id
+    return _retry_commit(go, table=name)
+
+
+def row_count(tbl: Table) -> int:
+    """Rows in the table's current snapshot, from its summary (no scan)."""
+    snap = tbl.current_snapshot()
+    if snap is None or snap.summary is None:
+        return 0
+    return int(snap.summary.additional_properties.get("total-records", 0))
+
+
+@dataclass
+class ReplaceStats:
+    inserted: int = 0  # rows of the new content that the table did not hold
+    deleted: int = 0  # rows the table held that the new content does not
+    unchanged: int = 0  # rows in both (as a multiset: a row twice in each counts twice)
+    snapshot_id: int | None = None
+
+
+def replace(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
+            properties: dict[str, Any] | None = None) -> ReplaceStats:
+    """Make `data` the whole content of table `name` in one snapshot, unless it already is.
+
+    For tables without a key fed by full reads: the table ends equal to the latest read, and the
+    stats say what that changed, compared row for row (by content hash). Example::
+
+        replace(catalog, "silver.report", latest_read, run_id="r1").unchanged
+    """
+    from eai_ray.processing.dedup import row_hashes
+
+    def go():
+        tbl = catalog.load_table(name)
+        new = align(tbl, data)
+        old = tbl.scan().to_arrow() if tbl.current_snapshot() is not None else new.slice(0, 0)
+        stats = ReplaceStats()
+        new_h = pl.Series(row_hashes(new).to_numpy()).value_counts(name="n")
+        old_h = pl.Series(row_hashes(align(tbl, old)).to_numpy()).value_counts(name="n")
+        both = new_h.join(old_h, on=new_h.columns[0], how="inner", suffix="_old")
+        stats.unchanged = int(both.select(pl.min_horizontal("n", "n_old")).sum().item() or 0)
+        stats.inserted = new.num_rows - stats.unchanged
+        stats.deleted = old.num_rows - stats.unchanged
+        if stats.inserted == 0 and stats.deleted == 0:
+            return stats
+        props = _props(run_id, properties)
+        props.update({"eai.replace.inserted": str(stats.inserted), "eai.replace.deleted": str(stats.deleted)})
+        if tbl.current_snapshot() is None:
+            tbl.append(new, snapshot_properties=props)
+        else:
+            tbl.overwrite(new, snapshot_properties=props)
+        stats.snapshot_id = tbl.current_snapshot().snapshot_id
+        return stats
+
     return _retry_commit(go, table=name)
 
 
@@ -264,6 +327,12 @@ def _merge_once(tbl: Table, changes: pa.Table, *, keys, run_id, sequence_by, del
         stats.stale = j.filter(is_stale).height
         ch = j.filter(~is_stale).drop("__eai_old_seq")
 
+    if existing.height and ch.height:
+        # a re-read of an unchanged source must not rewrite (or count as updated) rows it already holds
+        same = _same_rows(ch, existing, keys)
+        stats.unchanged = same.height
+        if same.height:
+            ch = ch.join(same, on=keys, how="anti", nulls_equal=True)
     matched = ch.join(existing.select(keys), on=keys, how="semi") if existing.height else ch.head(0)
     kept = existing.join(ch.select(keys), on=keys, how="anti") if ch.height else existing
     if "__eai_delete" in ch.columns:
@@ -298,6 +367,21 @@ def _merge_once(tbl: Table, changes: pa.Table, *, keys, run_id, sequence_by, del
     tx.commit_transaction()
     stats.snapshot_id = tbl.refresh().current_snapshot().snapshot_id
     return stats
+
+
+def _same_rows(changes: pl.DataFrame, existing: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Keys of the (non-delete) changes whose every column equals the stored row, as a frame of keys.
+
+    Rows are compared by a 64-bit hash of their value columns computed in this process for both
+    sides, so nested and null values compare as equal when they are equal.
+    """
+    values = [c for c in existing.columns if c not in keys]
+    live = changes.filter(~pl.col("__eai_delete")) if "__eai_delete" in changes.columns else changes
+    if not values:
+        return live.select(keys).join(existing.select(keys), on=keys, how="semi", nulls_equal=True)
+    new = live.select(keys).with_columns(live.select(values).hash_rows(seed=7).alias("__eai_h"))
+    old = existing.select(keys).with_columns(existing.select(values).hash_rows(seed=7).alias("__eai_h"))
+    return new.join(old, on=[*keys, "__eai_h"], how="semi", nulls_equal=True).select(keys)
 
 
 # ---------------------------------------------------------------------- reads

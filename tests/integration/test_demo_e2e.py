@@ -64,7 +64,9 @@ def test_silver_quarantine_duplicates_reconcile_exactly(demo_run):
         assert quarantine_rows == rep.quarantined + again.quarantined
         # first run: every bronze row is a silver row, a quarantined row or a removed duplicate
         assert rep.bronze_rows == rep.inserted + rep.quarantined + rep.duplicates + rep.stale, rep.source
-        assert again.silver_in == again.updated + again.inserted + again.quarantined + again.duplicates + again.stale
+        assert again.silver_in == (again.updated + again.inserted + again.unchanged + again.quarantined
+                                   + again.duplicates + again.stale)
+        assert again.reconciled, again.source
     assert first.status == "ok" and second.status == "ok"
 
 
@@ -85,8 +87,9 @@ def test_second_run_is_incremental(demo_run):
     by_source = {t.source: t for t in second.tables}
     assert by_source["shop.orders"].bronze_rows == 0  # cursor: nothing new in SQLite
     assert by_source["drop.products"].bronze_rows == 0  # same files, same mtimes
-    pay = by_source["api.payments"]  # REST without a cursor: full refresh, merged by key
-    assert pay.bronze_rows > 0 and pay.inserted == 0 and pay.reconciled
+    pay = by_source["api.payments"]  # REST without a cursor: re-read whole, the same records are not landed again
+    assert pay.rows_read > 0 and pay.bronze_rows == 0 and pay.bronze_skipped == pay.rows_read
+    assert pay.inserted == pay.updated == 0 and pay.reconciled
     catalog = open_catalog(cfg)
     assert count(catalog, "silver.payments") == {t.source: t for t in first.tables}["api.payments"].inserted
 
