@@ -52,6 +52,9 @@ class SourceActor:
     def discover(self, resource: str):
         return self._source.discover(resource)
 
+    def list_tables(self) -> list[str]:
+        return self._source.list_tables()
+
     def plan(self, resource: str, checkpoint, parallelism: int, batch_rows: int) -> list:
         return self._source.plan(resource, checkpoint, parallelism, batch_rows)
 

@@ -153,14 +153,17 @@ def cmd_sources(args) -> int:
             except EaiError as exc:
                 health = {"status": "unhealthy", "error": exc.to_dict()}
             rows.append({"source": s.name, "kind": s.kind, "actor": None,
-                         "resources": [r.name for r in resources_of(s)], **health})
+                         "resources": [r.name for r in resources_of(s)], **health,
+                         **_discovery(args, ex.source(cfg.name, s), s, health)})
     else:
         executor, _ = _executor(args, cfg)
         for s in cfg.sources:
             from actors.source_actor import actor_name
-            health = executor.source(cfg.name, s).check()
+            handle = executor.source(cfg.name, s)
+            health = handle.check()
             rows.append({"source": s.name, "kind": s.kind, "actor": actor_name(cfg.name, s.name),
-                         "resources": [r.name for r in resources_of(s)], **health})
+                         "resources": [r.name for r in resources_of(s)], **health,
+                         **_discovery(args, handle, s, health)})
 
     def render(rows):
         from rich.table import Table
@@ -177,6 +180,25 @@ def cmd_sources(args) -> int:
 
     _emit(args, rows, render)
     return 0 if all(r.get("status") == "healthy" for r in rows) else 1
+
+
+def _discovery(args, handle, source, health: dict) -> dict:
+    """What discovery found per resource: for file sources with --json (the sniffed encoding, delimiter,
+    header and compression, each with its confidence), for every source with --discover."""
+    from eai_ray.config import resources_of
+
+    wanted = getattr(args, "discover", False) or (getattr(args, "json", False) and source.kind == "files")
+    if not wanted or health.get("status") != "healthy":
+        return {}
+    out = {}
+    for r in resources_of(source):
+        if getattr(r, "is_wildcard", False):
+            continue
+        try:
+            out[r.name] = handle.discover(r.name).to_dict()
+        except EaiError as exc:
+            out[r.name] = {"error": exc.to_dict()}
+    return {"discovery": out}
 
 
 def cmd_tables(args) -> int:
@@ -379,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("validate", cmd_validate, "check a pipeline YAML without running it", "positional")
     sp = add("sources", cmd_sources, "health of each source (through its Ray actor)")
     sp.add_argument("--local", action="store_true", help="check in this process instead of through Ray actors")
+    sp.add_argument("--discover", action="store_true",
+                    help="also discover each resource: columns, types with confidence, file format (with --json)")
     add("tables", cmd_tables, "list bronze, silver, quarantine and gold tables")
     sp = add("show", cmd_show, "print rows of a table (time travel with --snapshot / --as-of)")
     sp.add_argument("table")

@@ -155,22 +155,54 @@ class Incremental(Model):
     param: str | None = Field(default=None, description="REST: query parameter that receives the last cursor value")
 
 
+OnOutOfRange = Literal["quarantine", "clamp", "null"]
+WILDCARD = "*"  # a table entry that stands for every table and view of the source's schema
+
+
 class DbTable(Model):
+    """One table, view or query of a database source.
+
+    A plain string is short for ``{name: <string>}``; ``"*"`` stands for every table and view
+    (see ``expand_tables``) and takes no other setting than ``on_out_of_range``.
+    """
+
     name: str = Field(description="resource name, used for bronze/<source>_<name>")
-    table: str | None = None
+    table: str | None = Field(default=None, description="table name, or '<schema>.<table>' when 'schema' is unset")
+    schema_: str | None = Field(default=None, alias="schema",
+                                description="schema (PostgreSQL) or database (MySQL) of 'table'; when set, "
+                                            "'table' is one literal name and may hold dots")
     query: str | None = None
     primary_key: list[str] = Field(default_factory=list)
     incremental: Incremental | None = None
     partition_column: str | None = None
     partitions: int = Field(default=0, ge=0, description="0 = one per CPU when the table is large")
+    on_out_of_range: OnOutOfRange | None = Field(
+        default=None, description="values outside their Arrow type's range (infinite or BC timestamps, NaN "
+                                  "decimals): quarantine | clamp | null; default: the source's setting")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _one_of(self):
+        if self.is_wildcard:
+            extra = [f for f in ("table", "schema_", "query", "incremental", "partition_column")
+                     if getattr(self, f)] + (["primary_key"] if self.primary_key else [])
+            if extra:
+                raise ValueError(f"'*' stands for every table and takes no {', '.join(extra)}; "
+                                 "list a table by name to give it settings")
+            return self
         if not self.table and not self.query:
             self.table = self.name
         if self.table and self.query:
             raise ValueError("give either 'table' or 'query', not both")
         return self
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name == WILDCARD
 
 
 class FileResource(Model):
@@ -224,7 +256,11 @@ class _DbSource(Model):
     user: str | None = None
     password: Secret = None
     connect_timeout: float = 10.0
-    tables: list[DbTable] = Field(min_length=1)
+    tables: list[DbTable] = Field(min_length=1, description="tables, views or queries; '*' = every table and view")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of table names '*' skips")
+    on_out_of_range: OnOutOfRange = Field(
+        default="quarantine", description="values outside their Arrow type's range: quarantine (row flagged, "
+                                          "silver quarantines it), clamp (to the nearest end) or null")
     cdc: CdcConfig | None = Field(default=None, description="log-based CDC settings")
 
     @field_validator("password", mode="before")
@@ -238,6 +274,14 @@ class PostgresSource(_DbSource):
     schema_: str = Field(default="public", alias="schema")
     sslmode: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_schema(cls, v: Any) -> Any:
+        # `schema: sales` with no table list means every table and view of that schema
+        if isinstance(v, dict) and "schema" in v and "tables" not in v:
+            return {**v, "tables": [WILDCARD]}
+        return v
+
 
 class MySQLSource(_DbSource):
     kind: Literal["mysql", "mariadb"]
@@ -247,7 +291,62 @@ class SQLiteSource(Model):
     kind: Literal["sqlite"]
     name: str
     path: str
-    tables: list[DbTable] = Field(min_length=1)
+    tables: list[DbTable] = Field(min_length=1, description="tables, views or queries; '*' = every table and view")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of table names '*' skips")
+    on_out_of_range: OnOutOfRange = "quarantine"  # SQLite has no typed dates; kept for a uniform config
+
+
+DbSource = Union[PostgresSource, MySQLSource, SQLiteSource]
+
+
+def has_wildcard(source: Any) -> bool:
+    """True when a database source lists ``"*"``: its resources are known only after ``expand_tables``."""
+    return any(getattr(t, "is_wildcard", False) for t in getattr(source, "tables", None) or [])
+
+
+def expand_tables(source: DbSource, names: list[str]) -> DbSource:
+    """A copy of ``source`` whose ``"*"`` entry is replaced by one default entry per name in ``names``.
+
+    ``names`` are the concrete tables and views the wildcard stands for (the connector's
+    ``list_tables()``). Explicit entries keep their settings and position; a name an explicit
+    entry already covers (as its name or its table) is not added twice; ``exclude`` patterns
+    apply to wildcard names only. Pure: no connection. Example::
+
+        src = PostgresSource(kind="postgres", name="pg", database="shop", tables=["*", {"name": "orders"}])
+        [t.name for t in expand_tables(src, ["customers", "orders"]).tables]  # ['customers', 'orders']
+    """
+    if not has_wildcard(source):
+        return source
+    explicit = [t for t in source.tables if not t.is_wildcard]
+    home = getattr(source, "schema_", None) or getattr(source, "database", None)
+    covered = {t.name for t in explicit} | {_unqualified(t, home) for t in explicit if t.table}
+    wildcard = next(t for t in source.tables if t.is_wildcard)
+    out: list[DbTable] = []
+    for t in source.tables:
+        if not t.is_wildcard:
+            out.append(t)
+            continue
+        for name in names:
+            if name in covered or _excluded(name, source.exclude):
+                continue
+            covered.add(name)
+            out.append(DbTable.model_validate({"name": name, "table": name, "schema": home,
+                                               "on_out_of_range": wildcard.on_out_of_range}))
+    return source.model_copy(update={"tables": out})
+
+
+def _unqualified(table: DbTable, home: str | None) -> str:
+    """The bare table name of an explicit entry that lives in the source's own schema."""
+    if table.schema_ is not None or "." not in table.table:
+        return table.table if table.schema_ in (None, home) else ""
+    schema, _, name = table.table.rpartition(".")
+    return name if schema == home else ""
+
+
+def _excluded(name: str, patterns: list[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, p) for p in patterns)
 
 
 class FileSource(Model):
@@ -435,8 +534,9 @@ class PipelineConfig(Model):
         if dup:
             raise ValueError(f"duplicate source names: {sorted(dup)}")
         known = {f"{s.name}.{r.name}" for s in self.sources for r in resources_of(s)}
+        open_ended = {s.name for s in self.sources if has_wildcard(s)}  # tables known after listing
         for i, t in enumerate(self.silver):
-            if t.source not in known:
+            if t.source not in known and t.source.split(".", 1)[0] not in open_ended:
                 raise ValueError(f"silver[{i}].source '{t.source}' matches no source resource; "
                                  f"known: {sorted(known)}")
         return self

@@ -17,6 +17,7 @@ class SourceHandle(Protocol):
     def discover(self, resource: str): ...
     def plan(self, resource: str, checkpoint, parallelism: int, batch_rows: int) -> list: ...
     def read(self, resource: str, checkpoint, batch_rows: int) -> tuple[list, dict | None]: ...
+    def list_tables(self) -> list[str]: ...
 
 
 class Executor(Protocol):
@@ -41,6 +42,10 @@ class LocalSource:
 
     def discover(self, resource: str):
         return self.conn.discover(resource)
+
+    def list_tables(self) -> list[str]:
+        """The tables and views a ``"*"`` entry stands for (database sources)."""
+        return self.conn.list_tables()
 
     def plan(self, resource, checkpoint, parallelism, batch_rows):
         if isinstance(self.conn, SupportsPartitioning):

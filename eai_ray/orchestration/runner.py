@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import EqualTo, GreaterThan
 
-from eai_ray.config import PipelineConfig, SilverTable, resolvable_secrets, resources_of
+from eai_ray.config import (PipelineConfig, SilverTable, expand_tables, has_wildcard, resolvable_secrets,
+                            resources_of)
 from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
 from eai_ray.ingestion.base import DiscoveredSchema, merge_checkpoints
 from eai_ray.observability import metrics
@@ -68,6 +69,7 @@ class TableReport:
     silver_rows_before: int | None = None
     silver_rows_after: int | None = None
     renamed: dict[str, str] = field(default_factory=dict)  # source column -> silver column (case collisions)
+    source_format: dict[str, Any] | None = None  # files: sniffed encoding, delimiter, header... with confidence
     notes: list[str] = field(default_factory=list)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)  # rows kept despite a `warn` rule
@@ -239,6 +241,7 @@ class PipelineRunner:
         gold_reports: list[dict[str, Any]] = []
         status = "failed"
         try:
+            self._expand_wildcards(reports)
             work = [(s, r) for s in self.cfg.sources for r in resources_of(s)
                     if not only or s.name in only or f"{s.name}.{r.name}" in only]
             with self.progress:
@@ -273,6 +276,24 @@ class PipelineRunner:
             self.store.finish_run(self.run_id, status, summary.to_dict())
         return summary
 
+    def _expand_wildcards(self, reports: list[TableReport]) -> None:
+        """Replace each source's ``"*"`` table entry by the tables and views its actor lists now."""
+        if not any(has_wildcard(s) for s in self.cfg.sources):
+            return
+        self.cfg = self.cfg.model_copy(update={"sources": list(self.cfg.sources)})  # the caller's stays as written
+        for i, source in enumerate(self.cfg.sources):
+            if not has_wildcard(source):
+                continue
+            rep = TableReport(source=f"{source.name}.*", bronze="-")
+            names = self._guard(rep, self._list_tables, source)
+            if names is None:
+                reports.append(rep)  # the listing failed: one failed entry for the source, the rest goes on
+                names = []
+            self.cfg.sources[i] = expand_tables(source, names)
+
+    def _list_tables(self, source) -> list[str]:
+        return self.executor.source(self.cfg.name, source).list_tables()
+
     def _timed(self, rep: TableReport, layer: str, table: str, t0: float) -> None:
         seconds = time.perf_counter() - t0
         rep.seconds += seconds
@@ -304,8 +325,12 @@ class PipelineRunner:
                         time.sleep(0.5 * 2 ** attempt)
                         continue
                 rep.status = "failed"
+                stage = getattr(fn, "__name__", "step").strip("_")
                 rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
-                    "type": type(exc).__name__, "message": str(exc)[:500], "transient": False}
+                    "type": type(exc).__name__, "transient": False, "stage": stage,
+                    "message": (f"{stage} of {rep.source} stopped on an unexpected {type(exc).__name__}: "
+                                f"{str(exc)[:400] or 'no detail'}; this is a bug in eai-ray, please report it "
+                                "with the source's column types")}
                 self.progress.log(f"[red]{rep.source}: {rep.error['type']}: {rep.error['message']}")
                 return None
         return None
@@ -317,6 +342,7 @@ class PipelineRunner:
         if health.get("status") != "healthy" and health.get("error"):
             raise _error_from(health["error"])
         discovered = handle.discover(resource.name)
+        rep.source_format = getattr(discovered, "format_info", None) or None
         self.store.record_schema(f"source:{rep.source}", discovered.to_dict(), run_id=self.run_id)
         bronze = rep.bronze
         checkpoint, load_id = self._bronze_state(bronze)

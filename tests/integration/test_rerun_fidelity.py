@@ -105,3 +105,29 @@ def test_case_colliding_columns_stay_distinct_through_gold(tmp_path, pg_database
     schema = {"silver.p_cased": {f.name: str(f.type) for f in silver.schema}}
     with pytest.raises(SqlValidationError, match="total__2"):
         validate_select("SELECT SUM(total) FROM silver.p_cased", schema)
+
+
+def test_whole_database_with_exclude_lands_every_table_and_view(tmp_path):
+    db = tmp_path / "all.db"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+        CREATE TABLE b (x TEXT, y REAL);
+        CREATE TABLE tmp_scratch (z TEXT);
+        INSERT INTO a VALUES (1, 'one'), (2, 'two');
+        INSERT INTO b VALUES ('p', 1.5), ('q', 2.5), ('q', 2.5);
+        INSERT INTO tmp_scratch VALUES ('ignored');
+        CREATE VIEW a_view AS SELECT id, upper(v) AS v FROM a;
+    """)
+    con.commit()
+    cfg = parse_pipeline({"name": "all", "state_dir": str(tmp_path / "state"),
+                          "sources": [{"kind": "sqlite", "name": "s", "path": str(db), "tables": ["*"],
+                                       "exclude": ["tmp_*"]}]})
+    summary, reps = run(cfg)
+    assert summary.status == "ok", [t.error for t in summary.tables]
+    assert set(reps) == {"s.a", "s.b", "s.a_view"}
+    assert reps["s.a"].mode == "merge" and reps["s.b"].mode == "replace"
+    assert rows(cfg, "silver.s_a_view").to_pylist() == [{"id": 1, "v": "ONE"}, {"id": 2, "v": "TWO"}]
+    assert rows(cfg, "silver.s_b").num_rows == 3  # a keyless table keeps its repeated rows
+    summary, again = run(cfg)
+    assert all(t.inserted == 0 and t.bronze_rows == 0 and t.reconciled for t in again.values())

@@ -81,3 +81,26 @@ def test_discovered_schema_without_declared_columns():
     b = pa.table({"id": pa.array([1, 2, 2], pa.int64()), "v": ["a", "b", "c"]})
     r = transform(b, s, source_types={"id": pa.int64(), "v": pa.string()})
     assert r.good.num_rows == 2 and r.duplicates == 1
+
+
+def test_case_colliding_discovered_columns_get_stable_suffixes():
+    from eai_ray.processing.silver import silver_names
+
+    assert silver_names(["Total", "total", "id"]) == {"Total": "Total", "total": "total__2", "id": "id"}
+    # a suffix already taken (in any case) is skipped; the mapping depends only on column order
+    assert silver_names(["a", "A", "a__2"]) == {"a": "a", "A": "A__3", "a__2": "a__2"}
+    s = SilverTable.model_validate({"name": "t", "source": "s.t"})
+    r = transform(pa.table({"Total": [1.0, 2.0], "total": [10.0, 20.0]}), s,
+                  source_types={"Total": pa.float64(), "total": pa.float64()})
+    assert r.good.column("Total").to_pylist() == [1.0, 2.0]
+    assert r.good.column("total__2").to_pylist() == [10.0, 20.0]
+
+
+def test_a_connector_type_error_quarantines_under_its_column_rule():
+    s = SilverTable.model_validate({"name": "t", "source": "s.t"})
+    bronze_rows = pa.table({"ts": pa.array([None, 5], pa.int64()),
+                            "_eai_error": ["type:ts: value 'infinity' is outside the range of timestamp", None]})
+    r = transform(bronze_rows, s, source_types={"ts": pa.int64()})
+    assert r.quarantine.column("_eai_rule").to_pylist() == ["type:ts"]
+    assert "infinity" in r.quarantine.column("_eai_reason")[0].as_py()
+    assert r.good.num_rows == 1

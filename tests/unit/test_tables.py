@@ -99,3 +99,29 @@ def test_time_travel(catalog):
     tbl = catalog.load_table("silver.t")
     assert T.read(tbl, snapshot_id=first).to_pylist()[0]["v"] == "v0"
     assert T.snapshot_as_of(tbl, when) == first
+
+
+def test_merge_counts_rows_equal_to_the_stored_ones_as_unchanged(catalog):
+    data = seed(catalog, 100)
+    snap = catalog.load_table("silver.t").current_snapshot().snapshot_id
+    st = T.merge(catalog, "silver.t", data, keys=["id"], sequence_by="seq", run_id="again")
+    assert (st.inserted, st.updated, st.unchanged) == (0, 0, 100)
+    assert catalog.load_table("silver.t").current_snapshot().snapshot_id == snap  # nothing rewritten
+    changed = data.set_column(1, "v", pa.array(["v0-changed"] + [f"v{i}" for i in range(1, 100)]))
+    st = T.merge(catalog, "silver.t", changed, keys=["id"], sequence_by="seq", run_id="one")
+    assert (st.inserted, st.updated, st.unchanged) == (0, 1, 99)
+    assert rows(catalog.load_table("silver.t"))[0]["v"] == "v0-changed"
+
+
+def test_replace_reports_what_changed_and_skips_an_equal_content(catalog):
+    data = pa.table({"id": pa.array([1, 1, 2], pa.int64()), "v": ["a", "a", None], "seq": pa.array([1, 1, 1])})
+    T.evolve(catalog, "silver.t", data.schema)
+    st = T.replace(catalog, "silver.t", data, run_id="r1")
+    assert (st.inserted, st.deleted, st.unchanged) == (3, 0, 0)
+    snap = catalog.load_table("silver.t").current_snapshot().snapshot_id
+    st = T.replace(catalog, "silver.t", data.take([2, 0, 1]), run_id="r2")  # same rows in another order
+    assert (st.inserted, st.deleted, st.unchanged) == (0, 0, 3)
+    assert catalog.load_table("silver.t").current_snapshot().snapshot_id == snap
+    st = T.replace(catalog, "silver.t", data.slice(1), run_id="r3")  # one of the two equal rows is gone
+    assert (st.inserted, st.deleted, st.unchanged) == (0, 1, 2)
+    assert T.row_count(catalog.load_table("silver.t")) == 2
