@@ -366,6 +366,8 @@ class RestSource(Model):
     timeout: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     rate_limit: float | None = Field(default=None, gt=0, description="requests per second, client side")
+    follow_foreign_links: bool = Field(default=False, description="follow a `Link: next` to another origin "
+                                       "(or from https to http), without credentials; default: stop with an error")
     resources: list[RestResource] = Field(min_length=1)
 
 

@@ -188,10 +188,10 @@ class RestConnector:
                 seen_cursors.add(nxt)
                 params[p.cursor_param] = nxt
             elif p.type == "link":
-                url = links.get("next", {}).get("url")
-                if not url:
+                nxt = links.get("next", {}).get("url")
+                if not nxt:
                     return
-                url, params = urljoin(self.source.base_url, url), {}  # the next link carries its own query
+                url, params = self._next_link(urljoin(url, nxt), res.name), {}  # it carries its own query
 
     def _first_params(self, res: RestResource) -> dict[str, Any]:
         p = res.pagination
@@ -210,23 +210,42 @@ class RestConnector:
     # ------------------------------------------------------------------ HTTP
     def _client(self):
         if self._session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers.update({"Accept": "application/json", **self.source.headers})
-            self._session = session
+            self._session = _origin_bound_session(origin(self.source.base_url), self._credential_headers())
         return self._session
 
-    def _auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
-        """Headers and basic-auth pair, resolved now so secrets live only as long as a request."""
+    def _credential_headers(self) -> set[str]:
+        """Header names that carry credentials or configured values: never sent to another origin."""
+        names = {"authorization", *(h.lower() for h in self.source.headers)}
+        if self.source.auth.type == "header":
+            names.add(self.source.auth.header_name.lower())
+        return names
+
+    def _next_link(self, url: str, resource: str) -> str:
+        """The next page's URL, when it may be followed: same origin, or foreign links allowed (then
+        it is fetched without credentials, see ``_get``). A downgrade to http is another origin."""
+        if origin(url) == origin(self.source.base_url) or self.source.follow_foreign_links:
+            return url
+        raise SourceError(f"source '{self.name}': the next page of '{resource}' is on another origin "
+                          f"({_shown(url)}, not {origin(self.source.base_url)}); credentials are sent only to "
+                          "the configured base_url. Set follow_foreign_links: true on the source to follow "
+                          "it without credentials", source=self.name, resource=resource)
+
+    def _auth(self, url: str | None = None) -> tuple[dict[str, str], tuple[str, str] | None]:
+        """Headers and basic-auth pair for `url`, resolved now so secrets live only as long as a request.
+
+        Only a request to the configured base origin gets credentials and custom headers.
+        """
+        if url is not None and origin(url) != origin(self.source.base_url):
+            return {"Accept": "application/json"}, None
+        headers = {"Accept": "application/json", **self.source.headers}
         a = self.source.auth
         if a.type == "bearer":
-            return {"Authorization": f"Bearer {_resolve(a.token)}"}, None
+            return {**headers, "Authorization": f"Bearer {_resolve(a.token)}"}, None
         if a.type == "header":
-            return {a.header_name: _resolve(a.token)}, None
+            return {**headers, a.header_name: _resolve(a.token)}, None
         if a.type == "basic":
-            return {}, (a.username or "", _resolve(a.password))
-        return {}, None
+            return headers, (a.username or "", _resolve(a.password))
+        return headers, None
 
     def _get(self, url: str, params: dict[str, Any], resource: str) -> tuple[Any, dict]:
         """GET with retries; returns (JSON body, parsed Link header)."""
@@ -238,7 +257,7 @@ class RestConnector:
             last = attempt == attempts - 1
             if self.bucket is not None:
                 self.bucket.acquire()
-            headers, basic = self._auth()
+            headers, basic = self._auth(url)
             try:
                 resp = self._client().get(url, params=params, headers=headers, auth=basic,
                                           timeout=self.source.timeout)
@@ -304,6 +323,34 @@ class RestConnector:
 
 
 # --------------------------------------------------------------------------- helpers
+def origin(url: str) -> str:
+    """scheme://host:port of a URL (default ports made explicit), the unit credentials are bound to."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _origin_bound_session(home: str, sensitive: set[str]):
+    """A requests Session that drops credential headers on any redirect away from `home`.
+
+    requests itself strips only ``Authorization`` when the host changes; an API key in a custom
+    header would follow a redirect to another host, or from https to http.
+    """
+    import requests
+
+    class _Session(requests.Session):
+        def rebuild_auth(self, prepared_request, response):
+            if origin(prepared_request.url) != home:
+                for name in list(prepared_request.headers):
+                    if name.lower() in sensitive:
+                        del prepared_request.headers[name]
+                prepared_request.headers.pop("Authorization", None)
+                return
+            super().rebuild_auth(prepared_request, response)
+
+    return _Session()
+
+
 def _resolve(secret) -> str:
     if secret is None:
         return ""

@@ -324,3 +324,51 @@ def test_only_the_last_batch_carries_the_checkpoint(serve):
     batches = list(conn.read("items", batch_rows=10))
     assert [b.table.num_rows for b in batches] == [10, 10, 10]
     assert [b.checkpoint for b in batches] == [None, None, {"cursor": 30}]
+
+
+# --------------------------------------------------------------------------- credentials stay with their origin
+def _two_origins(serve, *, redirect: bool = False):
+    """`home` sends page 2 to `other` (another port: another origin) by Link header or by redirect."""
+    def other_app(req: Request) -> Response:
+        return Response(body=ITEMS[10:20])
+
+    other = serve(other_app)
+
+    def home_app(req: Request) -> Response:
+        if redirect:
+            return Response(status=302, headers={"Location": f"{other.url}/items"}, body={})
+        return Response(body=ITEMS[:10], headers={"Link": f'<{other.url}/items?page=2>; rel="next"'})
+
+    return serve(home_app), other
+
+
+def test_link_to_another_origin_stops_without_sending_credentials(serve, monkeypatch):
+    monkeypatch.setenv("EAI_TEST_REST_TOKEN", "tok-secret")
+    home, other = _two_origins(serve)
+    conn = rest(home.url, {"pagination": {"type": "link"}}, auth={"type": "bearer", "token": "${EAI_TEST_REST_TOKEN}"},
+                headers={"X-Tenant": "acme"})
+    with pytest.raises(SourceError, match="another origin") as err:
+        read(conn)
+    assert "follow_foreign_links" in str(err.value) and "tok-secret" not in str(err.value)
+    assert other.requests == []
+    assert home.requests[0].headers["authorization"] == "Bearer tok-secret"
+
+
+def test_foreign_link_followed_without_credentials_when_allowed(serve, monkeypatch):
+    monkeypatch.setenv("EAI_TEST_REST_TOKEN", "tok-secret")
+    home, other = _two_origins(serve)
+    conn = rest(home.url, {"pagination": {"type": "link"}}, follow_foreign_links=True,
+                auth={"type": "header", "header_name": "X-Api-Key", "token": "${EAI_TEST_REST_TOKEN}"},
+                headers={"X-Tenant": "acme"})
+    assert ids(read(conn)[0]) == list(range(1, 21))
+    sent = other.requests[0].headers
+    assert "x-api-key" not in sent and "x-tenant" not in sent and "authorization" not in sent
+    assert home.requests[0].headers["x-api-key"] == "tok-secret"
+
+
+def test_redirect_to_another_origin_drops_custom_credential_headers(serve, monkeypatch):
+    monkeypatch.setenv("EAI_TEST_REST_TOKEN", "tok-secret")
+    home, other = _two_origins(serve, redirect=True)
+    conn = rest(home.url, auth={"type": "header", "header_name": "X-Api-Key", "token": "${EAI_TEST_REST_TOKEN}"})
+    assert ids(read(conn)[0]) == list(range(11, 21))
+    assert "x-api-key" not in other.requests[0].headers
