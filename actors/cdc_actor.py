@@ -81,9 +81,8 @@ class KafkaPublisherActor:
         self._thread.start()
 
     def status(self) -> dict[str, Any]:
-        p = self._pub
-        return {"pid": os.getpid(), "alive": self._thread.is_alive(), "published_tx": p.published_tx,
-                "published_events": p.published_events, "restarts": p.restarts, "last_error": p.last_error}
+        """state (publishing | waiting | retrying | stalled | ...), counts, and a stall's evidence."""
+        return {"pid": os.getpid(), "alive": self._thread.is_alive(), **self._pub.status()}
 
     def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         self._stop.set()

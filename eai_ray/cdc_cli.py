@@ -61,6 +61,18 @@ def _print(args, rows: list[dict]) -> None:
               f"events/s={r.get('events_per_s', 0)}  last_commit={r.get('last_commit_at')}  "
               f"p99_ms={r.get('latency_p99_ms', '-')}  restarts={r.get('restarts', 0)}"
               + (f"  error={r['last_error'].get('message')}" if r.get("last_error") else ""))
+        pub = r.get("publisher")
+        if pub:
+            print(f"  publisher: {pub.get('state')}  published_tx={pub.get('published_tx', 0)}  "
+                  f"position={pub.get('published_position')}  last_publish={pub.get('last_published_at')}  "
+                  f"restarts={pub.get('restarts', 0)}  stalls={pub.get('stalls', 0)}"
+                  + (f"  waiting_for={pub['waiting_for']}" if pub.get("waiting_for") else ""))
+            st = pub.get("stall")
+            if st and pub.get("state") == "stalled":
+                print(f"  STALLED: nothing published for {st.get('stalled_for_s')} s (threshold "
+                      f"{st.get('threshold_s')} s) while the source is at {st.get('source_head')} "
+                      f"({st.get('behind')} beyond the published {st.get('published_position')}); "
+                      "restarting from its resume point")
 
 
 def _lag_text(lag: dict) -> str:
@@ -96,9 +108,18 @@ def cmd_status(args) -> int:
     rows = []
     for s in sources:
         a = cdc_actor.find(cfg, s)
-        rows.append({"source": s.name, **(ray.get(a.status.remote()) if a else {"state": "absent"})})
+        row = {"source": s.name, **(ray.get(a.status.remote()) if a else {"state": "absent"})}
+        pub = cdc_actor.find_publisher(cfg, s)
+        if pub is not None:  # cdc.transport: kafka - the publisher's own state (a stall shows here)
+            try:
+                row["publisher"] = ray.get(pub.status.remote(), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a restarting actor: say so
+                row["publisher"] = {"state": "unreachable", "error": str(exc)}
+        rows.append(row)
     _print(args, rows)
-    return 0 if all(r.get("state") not in ("failed", "absent") for r in rows) else 1
+    bad = [r for r in rows if r.get("state") in ("failed", "absent")
+           or (r.get("publisher") or {}).get("state") == "stalled"]
+    return 1 if bad else 0
 
 
 def cmd_stop(args) -> int:

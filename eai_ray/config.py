@@ -240,6 +240,9 @@ class CdcConfig(Model):
     deletes: Literal["remove", "tombstone"] = "remove"
     scd2: bool = Field(default=False, description="also keep silver.<name>_history (SCD type 2)")
     on_slot_lost: Literal["resnapshot", "fail"] = "resnapshot"
+    stall_seconds: float = Field(default=60.0, gt=0, description="Kafka transport: a publisher that published "
+                                 "nothing for this long while the source moved on is stalled (reported by "
+                                 "`eai cdc status`, restarted from its resume point)")
 
     @model_validator(mode="after")
     def _kafka(self):

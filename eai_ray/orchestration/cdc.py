@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import queue
 import threading
@@ -407,8 +408,28 @@ def build_publisher(cfg, source_name: str):
 
     def committed_resume() -> str | None:  # where the consumer's snapshot (or stream) committed up to
         pos, resume = consumer_committed()
-        # a Kafka offsets token ('{...}') is the consumer's, not a database position
-        return resume if pos != ZERO and resume and not resume.startswith("{") else None
+        if pos == ZERO or not resume:
+            return None
+        if resume.startswith("{"):
+            # the consumer's Kafka offsets token: it carries the source's own resume (a MariaDB GTID)
+            # of the transaction it ends at. Without it, a broker that lost its log (control topic
+            # empty) left the publisher with no start at all: it waited forever, publishing nothing.
+            try:
+                return json.loads(resume).get("source") or None
+            except ValueError:
+                return None
+        return resume
+
+    def source_head():  # the source's current position, for stall detection: (int, text)
+        try:
+            lag = reader.lag()
+        except Exception:  # noqa: BLE001 - the source is down: no head, no stall verdict
+            return None
+        if "server_seq" in lag:  # MariaDB/MySQL: @@gtid_binlog_pos
+            return int(lag["server_seq"]), str(lag.get("gtid_binlog_pos"))
+        if "current_wal_lsn" in lag:  # PostgreSQL: pg_current_wal_lsn()
+            return int(lag["current_wal_lsn"], 16), lag["current_wal_lsn"]
+        return None
 
     def durable_commit() -> int | None:  # the source commit the consumer holds in Iceberg
         pos, _resume = consumer_committed()
@@ -417,4 +438,5 @@ def build_publisher(cfg, source_name: str):
     return KafkaPublisher(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
                           partitions=cdc.kafka_partitions,
                           durable_commit=durable_commit if getattr(reader, "has_slot_state", False) else None,
-                          source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume)
+                          source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume,
+                          source_head=source_head, stall_seconds=getattr(cdc, "stall_seconds", 60.0))

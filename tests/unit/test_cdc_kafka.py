@@ -146,3 +146,164 @@ def test_publisher_with_a_slot_acks_only_what_the_consumer_holds():
     pub.source = src2
     pub._pump(threading.Event())
     assert src2.acked == ["C"]
+
+
+# ---------------------------------------------------------------------- stall detection (fake clock)
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_stall_detector_needs_the_source_ahead_for_the_whole_threshold():
+    from eai_ray.ingestion.cdc.stall import StallDetector
+
+    clock = _Clock()
+    det = StallDetector(60, clock=clock)
+    det.restarted(covered=40)
+    clock.t += 600
+    assert det.check(40) is None  # quiet source, however long: not a stall
+    assert det.check(45) is None  # the source just wrote: the clock starts now, not 600 s ago
+    clock.t += 59
+    assert det.check(47) is None
+    det.published(47)  # progress clears it
+    clock.t += 59
+    assert det.check(50) is None
+    clock.t += 61
+    ev = det.check(52, source_head="0-1-52")
+    assert ev and ev["published_position"] == 47 and ev["source_position"] == 52 and ev["behind"] == 5
+    assert ev["source_head"] == "0-1-52" and ev["stalled_for_s"] >= 60 and det.stalls == 1
+    assert det.evidence is ev
+    assert det.check(52) is None  # reported once; the next verdict after another full threshold
+    clock.t += 60
+    assert det.check(53)["stalls"] == 2
+    det.published(53)
+    assert det.evidence is None
+
+
+def test_stall_detector_without_a_known_position_uses_the_first_head_seen():
+    from eai_ray.ingestion.cdc.stall import StallDetector
+
+    clock = _Clock()
+    det = StallDetector(10, clock=clock)
+    det.restarted(None)  # e.g. waiting for a resume point, nothing published yet
+    assert det.check(100) is None  # baseline
+    clock.t += 30
+    assert det.check(100) is None  # nothing new at the source
+    assert det.check(101) is None
+    clock.t += 10
+    assert det.check(102)["behind"] == 2
+
+
+def test_stall_detector_heartbeats_count_only_when_they_move():
+    from eai_ray.ingestion.cdc.stall import StallDetector
+
+    clock = _Clock()
+    det = StallDetector(10, clock=clock)
+    det.published(0x100)
+    assert det.check(0x180) is None
+    clock.t += 5
+    det.heartbeat(0x100)  # an idle reader that did not move: no progress
+    clock.t += 6
+    assert det.check(0x180) is not None
+    det.heartbeat(0x180)  # it caught up
+    assert det.evidence is None and det.check(0x180) is None
+
+
+class _HeadSource(_FakeSource):
+    """A source whose stream blocks (a reader stuck on its socket) until closed."""
+
+    def __init__(self):
+        super().__init__([])
+        self.closed = threading.Event()
+
+    def stream(self, resume):
+        self.resumed_from = resume
+        while not self.closed.wait(0.01):
+            yield None
+        raise ConnectionResetError("socket closed")
+
+    def close(self):
+        self.closed.set()
+
+
+def test_publisher_watchdog_reports_a_stall_and_restarts_the_reader():
+    clock = _Clock()
+    src = _HeadSource()
+    head = [(50, "0-1-50")]
+    pub = KafkaPublisher(src, bootstrap="x", topic_prefix="p", source_name="my", pipeline="t",
+                         producer_factory=_FakeProducer, source_head=lambda: head[0], stall_seconds=60,
+                         clock=clock)
+    pub.stall.restarted(covered=40)
+    pub.state = "publishing"
+    assert pub.check_stall() is None  # the source is ahead: the clock starts
+    clock.t += 61
+    ev = pub.check_stall()
+    assert ev and ev["source_head"] == "0-1-50" and ev["published_position"] == 40
+    st = pub.status()
+    assert st["state"] == "stalled" and st["stall"]["behind"] == 10 and st["stalls"] == 1
+    assert pub._restart.is_set() and src.closed.is_set()  # the blocked reader is woken to restart
+    with pytest.raises(ConnectionResetError):
+        pub._pump(threading.Event(), "0-1-40")
+    # after the restart it publishes again: the stall clears
+    pub.stall.published(50)
+    pub.check_stall()
+    assert pub.status()["state"] != "stalled" and pub.status()["stall"]["stalls"] == 1
+
+
+def test_publisher_resumes_from_the_consumer_when_the_control_topic_is_empty(monkeypatch):
+    # the broker lost its log (or the topic was recreated): the control topic holds no marker. The
+    # publisher must start from the GTID the consumer holds in Iceberg (carried in its Kafka token),
+    # not wait forever for a marker that will never come.
+    from eai_ray.ingestion.cdc import kafka as k
+
+    tails = {"resume": None, "end": 0, "exists": True}
+    monkeypatch.setattr(k, "control_tail", lambda *a, **kw: dict(tails))
+    pub = KafkaPublisher(_FakeSource([]), bootstrap="x", topic_prefix="p", source_name="my", pipeline="t",
+                         committed_resume=lambda: "0-1-77")
+    assert pub.start_position() == "0-1-77" and pub.resume_from["from"] == "consumer (Iceberg)"
+    # a control topic behind the consumer (it lost a tail): the consumer's position wins
+    tails.update(resume="0-1-60", end=40)
+    assert pub.start_position() == "0-1-77"
+    tails.update(resume="0-1-90")
+    assert pub.start_position() == "0-1-90" and pub.resume_from["from"] == "control topic"
+
+
+def test_consumer_token_carries_the_source_resume_for_the_publisher(monkeypatch):
+    from eai_ray.config import parse_pipeline
+    from eai_ray.orchestration import cdc as orch
+
+    cfg = parse_pipeline({"name": "t", "state_dir": "/tmp/unused-eai-state", "sources": [{
+        "kind": "mariadb", "name": "my", "port": 1, "database": "d", "tables": [{"name": "items"}],
+        "cdc": {"transport": "kafka", "kafka_bootstrap": "127.0.0.1:1", "stall_seconds": 7}}]})
+
+    class _Sink:
+        def __init__(self, resume):
+            self.resume = resume
+
+        def prepare(self, specs):
+            pass
+
+        def resume_point(self, fresh=False):
+            return (position(0x4D, 0), self.resume)
+
+    class _Reader:
+        has_slot_state = False
+
+        def tables(self):
+            return []
+
+        def lag(self):
+            return {"gtid_binlog_pos": "0-1-80", "server_seq": 80}
+
+    token = '{"commit": 77, "offsets": {"p.my._tx:0": 9}, "source": "0-1-77"}'
+    sinks = iter([_Sink(token), _Sink('{"commit": 77, "offsets": {}}'), _Sink("0-1-5")])
+    monkeypatch.setattr(orch, "build_sink", lambda *a, **kw: next(sinks))
+    monkeypatch.setattr(orch, "build_source", lambda *a, **kw: _Reader())
+    pubs = [orch.build_publisher(cfg, "my") for _ in range(3)]
+    assert pubs[0].committed_resume() == "0-1-77"
+    assert pubs[1].committed_resume() is None  # an old token without the source resume: unknown
+    assert pubs[2].committed_resume() == "0-1-5"  # the snapshot's GTID
+    assert pubs[0].source_head() == (80, "0-1-80") and pubs[0].stall.stall_seconds == 7

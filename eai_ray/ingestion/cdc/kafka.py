@@ -33,6 +33,9 @@ from collections import defaultdict, deque
 from typing import Any, Callable, Iterator
 
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd
+from eai_ray.ingestion.cdc.stall import StallDetector
+from eai_ray.ingestion.cdc.trace import enabled as trace_enabled
+from eai_ray.ingestion.cdc.trace import producer_state, trace
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +135,24 @@ def _partition_counts(admin, names: list[str]) -> dict[str, int]:
 
 # ---------------------------------------------------------------------- publisher
 class KafkaPublisher:
-    """Database log -> Kafka topics, transactionally; acks the source after the Kafka commit."""
+    """Database log -> Kafka topics, transactionally; acks the source after the Kafka commit.
+
+    Stall detection: with ``source_head`` (the source's current position as an int: MariaDB GTID
+    sequence, PostgreSQL WAL LSN), a watchdog thread checks every ``check_every_s`` whether the
+    publisher has made no progress for ``stall_seconds`` while the source moved beyond what it
+    published (``eai_ray.ingestion.cdc.stall``). A stall is logged, counted
+    (``eai_cdc_publisher_stalls``), shown by ``status()`` (state ``stalled`` and its evidence),
+    and the publisher restarts from its resume point.
+    """
 
     def __init__(self, source, *, bootstrap: str, topic_prefix: str, source_name: str, pipeline: str,
                  batch_events: int = 2_000, batch_seconds: float = 0.05, partitions: int = 1,
                  producer_factory: Callable[..., Any] | None = None,
                  committed_resume: Callable[[], str | None] | None = None,
-                 durable_commit: Callable[[], int | None] | None = None) -> None:
+                 durable_commit: Callable[[], int | None] | None = None,
+                 source_head: Callable[[], tuple[int, str] | None] | None = None,
+                 stall_seconds: float = 60.0, check_every_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         # a source with a slot (PostgreSQL) is acknowledged only up to the commit the consumer
         # holds in Iceberg, not up to what the broker said it committed: a broker that loses an
@@ -147,7 +161,7 @@ class KafkaPublisher:
         self._durable: tuple[float, int | None] = (0.0, None)
         self._published_commit = 0
         # a source without server-side state (MariaDB/MySQL: no slot) starts from the last source
-        # transaction it committed to Kafka, else from where the consumer's snapshot ended
+        # transaction it committed to Kafka, else from where the consumer's Iceberg tables are
         self.committed_resume = committed_resume
         self.bootstrap = bootstrap
         self.prefix = topic_prefix
@@ -162,6 +176,16 @@ class KafkaPublisher:
         self.published_events = 0
         self.restarts = 0
         self.last_error: str | None = None
+        self.state = "starting"  # starting | waiting | publishing | retrying | stalled | stopped
+        self.waiting_for: str | None = None
+        self.resume_from: dict[str, Any] | None = None  # where the current run started, and why
+        self.last_published_at: float | None = None  # wall clock
+        self.source_head = source_head
+        self.stall = StallDetector(stall_seconds, clock=clock)
+        self.check_every_s = check_every_s if check_every_s is not None else max(0.5, min(5.0, stall_seconds / 6))
+        self.last_stall: dict[str, Any] | None = None
+        self._restart = threading.Event()
+        self._commit_conns: frozenset | None = None  # the producer's connections at its last commit
         self._producer = None
 
     def topics(self) -> list[str]:
@@ -176,35 +200,80 @@ class KafkaPublisher:
         p = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
                           transactional_id=transactional_id(self.pipeline, self.source_name),
                           linger_ms=5, max_block_ms=20_000)
+        t0 = time.monotonic()
         p.init_transactions()  # fences a previous publisher with the same id
+        trace("pub.producer", source=self.source_name, init_s=round(time.monotonic() - t0, 3), **producer_state(p))
         return p
 
     def run(self, stop: threading.Event) -> None:
+        watchdog = None
+        if self.source_head is not None:
+            watchdog = threading.Thread(target=self._watch, args=(stop,), name="eai-cdc-pub-watchdog", daemon=True)
+            watchdog.start()
         attempt = 0
         while not stop.is_set():
+            self._restart.clear()
             try:
+                if self.state != "stalled":
+                    self.state = "starting"
                 self.source.prepare()
                 if getattr(self.source, "has_slot_state", False):
                     if self.source.slot_status() in (None, "lost"):
-                        stop.wait(0.5)  # the consumer's snapshot creates the slot
+                        self._wait("the consumer's snapshot to create the slot")
+                        stop.wait(0.5)
                         continue
                     start = None  # the slot remembers what was acknowledged
+                    self.resume_from = {"from": "slot"}
                 else:
                     start = self.start_position()
                     if start is None:
-                        stop.wait(0.5)  # nothing published yet and no snapshot committed yet
+                        self._wait("a resume point: no marker on the control topic and no position in Iceberg")
+                        stop.wait(0.5)
                         continue
-                self._producer = self._open()
+                self.waiting_for = None
+                self._producer = self._open()  # fences the previous publisher: its commits end here
+                # connections as of now: a broker restart from here on (which may lose acknowledged
+                # transactions) is noticed before the next commit
+                self._commit_conns = _conn_ids(self._producer)
+                if start is not None:
+                    start = self.start_position() or start  # what the broker holds, after the fence
+                self.stall.restarted(self._position_of(start))
+                if self.state != "stalled":
+                    self.state = "publishing"
                 attempt = 0
                 self._pump(stop, start)
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, the source resends unacked
                 attempt += 1
                 self.restarts += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.state != "stalled":
+                    self.state = "retrying"
+                trace("pub.error", source=self.source_name, error=self.last_error,
+                      **(producer_state(self._producer) if self._producer is not None else {}))
                 log.warning("CDC publisher %s: %s; reconnecting", self.source_name, self.last_error)
                 stop.wait(min(3.0, 0.2 * 2 ** min(attempt, 4)))
             finally:
                 self._close()
+        self.state = "stopped"
+        if watchdog is not None:
+            watchdog.join(5)
+
+    def _wait(self, why: str) -> None:
+        if self.state != "stalled":
+            self.state = "waiting"
+        if self.waiting_for != why:
+            trace("pub.wait", source=self.source_name, why=why)
+        self.waiting_for = why
+
+    def _position_of(self, resume: str | None) -> int | None:
+        """The source position (int) of a resume token: a MariaDB GTID's sequence number."""
+        if not resume or resume.startswith("{"):
+            return None
+        try:
+            from eai_ray.ingestion.cdc.mysql import gtid_seq
+            return gtid_seq(resume)
+        except ValueError:
+            return None
 
     def _close(self) -> None:
         for closer in (lambda: self.source.close(), lambda: self._producer and self._producer.close(timeout=2)):
@@ -214,14 +283,88 @@ class KafkaPublisher:
                 pass
         self._producer = None
 
-    def start_position(self) -> str | None:
-        """Resume token after the last source transaction committed to the control topic, or the
-        consumer's committed snapshot position when the topic holds none."""
-        last = last_published_resume(self.bootstrap, control_topic(self.prefix, self.source_name))
-        if last is not None:
-            return last
-        return self.committed_resume() if self.committed_resume else None
+    # ------------------------------------------------------------------ stall watchdog
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(self.check_every_s):
+            self.check_stall()
 
+    def check_stall(self) -> dict[str, Any] | None:
+        """One watchdog step: ask the source for its head; on a new stall report it and restart."""
+        try:
+            got = self.source_head()
+        except Exception as exc:  # noqa: BLE001 - the source is down: not a stall of ours
+            log.debug("CDC publisher %s: source head unavailable: %s", self.source_name, exc)
+            return None
+        if got is None:
+            return None
+        head, head_text = got
+        ev = self.stall.check(head, source_head=head_text, state=self.state, waiting_for=self.waiting_for,
+                              last_error=self.last_error, published_tx=self.published_tx,
+                              last_published_at=_iso(self.last_published_at), resume_from=self.resume_from)
+        if ev is None:
+            if self.stall.evidence is None and self.state == "stalled":
+                self.state = "publishing" if self._producer is not None else "starting"
+            return None
+        self.state = "stalled"
+        self.last_stall = {**ev, "detected_at": _iso(time.time())}
+        log.warning("CDC publisher %s STALLED: nothing published for %.0f s while the source is at %s (%d "
+                    "positions beyond the published %s); restarting from its resume point",
+                    self.source_name, ev["stalled_for_s"], head_text, ev["behind"], ev["published_position"])
+        trace("pub.stalled", source=self.source_name, **ev)
+        _count_stall(self.pipeline, self.source_name)
+        self.request_restart()
+        return ev
+
+    def request_restart(self) -> None:
+        """Make the pump start over from the resume point (from any thread)."""
+        self._restart.set()
+        try:  # a reader blocked on its socket: closing the source wakes it with an error
+            self.source.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def status(self) -> dict[str, Any]:
+        out = {"state": self.state, "published_tx": self.published_tx, "published_events": self.published_events,
+               "restarts": self.restarts, "last_error": self.last_error,
+               "last_published_at": _iso(self.last_published_at),
+               "published_position": self.stall.covered, "stall_seconds": self.stall.stall_seconds,
+               "stalls": self.stall.stalls, "resume_from": self.resume_from}
+        if self.waiting_for:
+            out["waiting_for"] = self.waiting_for
+        if self.state == "stalled" or self.last_stall:
+            out["stall"] = self.stall.evidence or self.last_stall
+        return out
+
+    # ------------------------------------------------------------------ resume point
+    def start_position(self) -> str | None:
+        """Resume token after the last source transaction committed to the control topic, else the
+        source position the consumer holds in Iceberg (its snapshot's, or the source resume carried
+        in its Kafka token). The later of the two wins: a broker that lost its log (or a recreated
+        topic) must not send the publisher back before what the consumer already holds, nor leave
+        it without a start."""
+        tail = control_tail(self.bootstrap, control_topic(self.prefix, self.source_name))
+        last = tail.get("resume")
+        held = self.committed_resume() if self.committed_resume else None
+        start, why = last, "control topic"
+        if last is None and held is not None:
+            start, why = held, "consumer (Iceberg)"
+        elif last is not None and held is not None and (self._position_of(held) or 0) > (self._position_of(last) or 0):
+            # the broker holds less than the consumer already has: its log was lost or truncated
+            start, why = held, "consumer (Iceberg): ahead of the control topic"
+        self.resume_from = {"from": why if start else None, "resume": start, "control_last": last,
+                            "control_end": tail.get("end"), "control_hw": tail.get("hw"),
+                            "control_last_offset": tail.get("offset"), "consumer": held}
+        if trace_enabled():
+            head = None
+            if self.source_head is not None:
+                try:
+                    head = self.source_head()
+                except Exception as exc:  # noqa: BLE001 - the trace only
+                    head = repr(exc)
+            trace("pub.resume", source=self.source_name, head=head, **self.resume_from)
+        return start
+
+    # ------------------------------------------------------------------ publishing
     def _pump(self, stop: threading.Event, start: str | None = None) -> None:
         txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]] = []
         open_events: list[ChangeEvent] = []
@@ -231,6 +374,8 @@ class KafkaPublisher:
         for item in self.source.stream(start):
             if stop.is_set():
                 break
+            if self._restart.is_set():
+                raise ConnectionResetError(f"CDC publisher {self.source_name}: restart requested (stalled)")
             if isinstance(item, ChangeEvent):
                 open_events.append(item)
             elif isinstance(item, BadEvent):
@@ -246,6 +391,9 @@ class KafkaPublisher:
                 if started is None:
                     started = time.monotonic()
             elif isinstance(item, Heartbeat) and not txs and not open_events:
+                pos = _hex_int(item.resume)
+                if pos is not None:
+                    self.stall.heartbeat(pos)  # idle and caught up: the source is here
                 if self.durable_commit is None or (self._durable_now() or 0) >= self._published_commit:
                     self.source.ack(item.resume)  # idle, and all that was published is durable
             if txs and (n >= self.batch_events or time.monotonic() - started >= self.batch_seconds):
@@ -257,9 +405,14 @@ class KafkaPublisher:
     def publish(self, txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]]) -> None:
         """One Kafka transaction for these source transactions; then acknowledge the source."""
         p = self._producer
+        conns = _conn_ids(p)
+        if conns is not None and self._commit_conns and self._commit_conns - conns:
+            # the broker connection changed since the last commit: a restarted broker may have lost
+            # transactions it had acknowledged (noida-db does). Start over from what it now holds.
+            raise ConnectionResetError("kafka: broker connection changed since the last commit; "
+                                       "resuming from what the broker holds")
         p.begin_transaction()
         try:
-            conns = _conn_ids(p)
             ctl = control_topic(self.prefix, self.source_name)
             for tx, events, bad in txs:
                 for e in events:
@@ -282,9 +435,18 @@ class KafkaPublisher:
             except Exception:  # noqa: BLE001 - the broker may be gone; the producer is reopened
                 pass
             raise
+        self._commit_conns = conns
+        first = self.state != "publishing" or self.stall.covered is None
         self.published_tx += len(txs)
         self.published_events += sum(len(e) for _, e, _ in txs)
         self._published_commit = txs[-1][0].commit
+        self.last_published_at = time.time()
+        self.stall.published(txs[-1][0].commit)
+        if self.state in ("stalled", "retrying", "starting"):
+            self.state = "publishing"
+        if first:
+            trace("pub.published", source=self.source_name, first_commit=txs[0][0].commit,
+                  last_commit=txs[-1][0].commit, last_resume=txs[-1][0].resume, transactions=len(txs))
         if self.durable_commit is None:
             self.source.ack(txs[-1][0].resume)
         else:
@@ -299,6 +461,26 @@ class KafkaPublisher:
             value = self.durable_commit()
             self._durable = (time.monotonic(), value)
         return value
+
+
+def _iso(ts: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat() if ts else None
+
+
+def _hex_int(text: str | None) -> int | None:
+    try:
+        return int(text, 16) if text else None
+    except ValueError:
+        return None
+
+
+def _count_stall(pipeline: str, source: str) -> None:
+    try:
+        from eai_ray.observability.metrics import _metric
+        _metric("counter", "eai_cdc_publisher_stalls", "CDC publisher stalls detected (and restarted)").inc(
+            1, tags={"pipeline": pipeline, "table": source, "layer": "kafka"})
+    except Exception:  # noqa: BLE001 - a metric must never break the publisher
+        pass
 
 
 def committed_reader(bootstrap: str, **config):
@@ -331,6 +513,12 @@ def committed_reader(bootstrap: str, **config):
 
 def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str | None:
     """The `resume` of the last committed marker on a control topic (None: empty or missing)."""
+    return control_tail(bootstrap, topic, tail=tail).get("resume")
+
+
+def control_tail(bootstrap: str, topic: str, *, tail: int = 500) -> dict[str, Any]:
+    """The control topic's last committed marker: {resume, commit, offset, end (last stable offset),
+    hw (high watermark), exists}; resume None when the topic is empty or missing."""
     from kafka import TopicPartition
     from kafka.errors import KafkaError
 
@@ -338,14 +526,21 @@ def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str
         c = committed_reader(bootstrap)
     except KafkaError as exc:
         raise ConnectionResetError(f"kafka: {exc}") from None
+    out: dict[str, Any] = {"exists": False, "resume": None}
     try:
         if topic not in (c.topics() or set()):
-            return None
+            return out
+        out["exists"] = True
         tp = TopicPartition(topic, 0)
         c.assign([tp])
-        end = c.end_offsets([tp])[tp]
+        end = out["end"] = c.end_offsets([tp])[tp]
+        if trace_enabled():
+            try:
+                out["hw"] = end_offsets_uncommitted(bootstrap, [tp]).get(tp)
+            except Exception as exc:  # noqa: BLE001 - the trace only
+                out["hw"] = repr(exc)
         if not end:
-            return None
+            return out
         c.seek(tp, max(0, end - tail))
         last, empty = None, 0
         while empty < 2 and c.position(tp) < end:
@@ -353,12 +548,29 @@ def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str
             empty = 0 if recs else empty + 1
             for m in recs.get(tp, []):
                 try:
-                    last = json.loads(m.value).get("resume") or last
-                except (ValueError, AttributeError):
+                    mk = json.loads(m.value)
+                except ValueError:
                     continue
-        return last
+                if isinstance(mk, dict) and mk.get("resume"):
+                    last = (m.offset, mk)
+        if last is not None:
+            out.update(offset=last[0], resume=last[1]["resume"], commit=last[1].get("commit"))
+        elif c.position(tp) < end:
+            # the tail holds committed markers that did not arrive: never guess "empty"
+            raise ConnectionResetError(f"kafka: control topic {topic} unreadable up to {end}")
+        return out
     except KafkaError as exc:
         raise ConnectionResetError(f"kafka: {exc}") from None
+    finally:
+        c.close()
+
+
+def end_offsets_uncommitted(bootstrap: str, parts: list) -> dict:
+    """High watermark of each partition (read_uncommitted end offsets)."""
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted", enable_auto_commit=False)
+    try:
+        return c.end_offsets(parts)
     finally:
         c.close()
 
@@ -386,10 +598,12 @@ def _end_transaction(producer, *, commit: bool, timeout_s: float) -> None:
                                 f"within {timeout_s:.0f} s")
 
 
-def _conn_ids(producer) -> frozenset | None:
-    """Identities of the producer's broker connections (a reconnect makes new ones); None if unknown."""
+def _conn_ids(client) -> frozenset | None:
+    """Identities of a producer's or consumer's broker connections (a reconnect makes new ones);
+    None if unknown."""
     try:
-        return frozenset((k, id(v)) for k, v in producer._sender._client._manager._conns.items())
+        inner = client._sender._client if hasattr(client, "_sender") else client._client
+        return frozenset((k, id(v)) for k, v in inner._manager._conns.items())
     except AttributeError:
         return None
 
@@ -522,23 +736,64 @@ class KafkaCdcSource:
             self._group = _GroupOffsets(self.bootstrap, group_id(self.pipeline, self.source_name))
             stored = token.get("offsets", {})
             hints = {} if token else self._group.committed(parts)  # the group's offsets: only a hint
+            ctl = control_topic(self.prefix, self.source_name)
+            ctl_tp = TopicPartition(ctl, 0)
+            # verify the log still holds what the token says: the control record just before the
+            # stored offset must be the marker of the token's commit. A broker that lost its log (or
+            # a recreated topic) breaks that; then every partition is read from its beginning (the
+            # assembler drops what the table already holds), never skipped past.
+            verify = None
+            if stored.get(_tp_name(ctl_tp)) and token.get("commit"):
+                verify = (int(stored[_tp_name(ctl_tp)]) - 1, int(token["commit"]))
             for tp in parts:
                 off = stored.get(_tp_name(tp), hints.get(tp))
-                if off is not None:
+                if tp == ctl_tp and verify is not None:
+                    c.seek(tp, verify[0])
+                elif off is not None:
                     c.seek(tp, int(off))
                 else:
                     c.seek_to_beginning(tp)
+            if trace_enabled():
+                ends = c.end_offsets(parts)
+                trace("reader.start", source=self.source_name, commit=token.get("commit"),
+                      source_resume=token.get("source"), stored=stored,
+                      hints={_tp_name(k): v for k, v in hints.items()},
+                      ends={_tp_name(k): v for k, v in ends.items()})
         except KafkaError as exc:
             raise ConnectionResetError(f"kafka: {exc}") from None
-        ctl = control_topic(self.prefix, self.source_name)
         asm = self._asm = TxAssembler(int(token.get("commit", 0)))
         counts = {t: sum(1 for tp in parts if tp.topic == t) for t in names}
         next_check = time.monotonic() + self.recheck_s
+        conns = _conn_ids(c)
         while True:
             try:
                 recs = c.poll(timeout_ms=self.poll_ms)
             except KafkaError as exc:
                 raise ConnectionResetError(f"kafka: {exc}") from None
+            now_conns = _conn_ids(c)
+            if conns and now_conns is not None and conns - now_conns:
+                # the broker restarted: it may have lost records this reader already read past, and the
+                # publisher resends them at other offsets. Start over from the table's token (verified).
+                raise ConnectionResetError("kafka: broker connection changed; re-reading from the committed token")
+            conns = now_conns
+            if verify is not None and recs.get(ctl_tp):
+                first = recs[ctl_tp][0]
+                try:
+                    ok = first.offset == verify[0] and int(json.loads(first.value)["commit"]) == verify[1]
+                except (ValueError, KeyError, TypeError):
+                    ok = False
+                if not ok:
+                    trace("reader.log_rewritten", source=self.source_name, expected_offset=verify[0],
+                          expected_commit=verify[1], got_offset=first.offset)
+                    log.warning("CDC Kafka reader %s: the control topic no longer holds commit %s at offset %s "
+                                "(the broker lost or rewrote its log); reading every partition from its "
+                                "beginning", self.source_name, verify[1], verify[0])
+                    for tp in parts:
+                        c.seek_to_beginning(tp)
+                    verify = None
+                    asm = self._asm = TxAssembler(asm.done)
+                    continue
+                verify = None
             if not recs:
                 if asm.markers and time.monotonic() >= next_check:
                     # waiting for a transaction's events: were partitions added since we started?
@@ -565,8 +820,10 @@ class KafkaCdcSource:
                 offsets = {_tp_name(tp): o for tp, o in asm.resume_offsets(positions).items()}
                 offsets[f"{ctl}:0"] = off + 1
                 ct = mk.get("commit_time")
-                yield TxEnd(commit=int(mk["commit"]), resume=json.dumps({"commit": int(mk["commit"]),
-                                                                          "offsets": offsets}, sort_keys=True),
+                token_out = {"commit": int(mk["commit"]), "offsets": offsets}
+                if mk.get("resume") and not str(mk["resume"]).startswith("{"):
+                    token_out["source"] = mk["resume"]  # the source's own resume (a MariaDB GTID)
+                yield TxEnd(commit=int(mk["commit"]), resume=json.dumps(token_out, sort_keys=True),
                             tx_id=mk.get("tx_id") or "", commit_time=dt.datetime.fromisoformat(ct) if ct else None,
                             events=len(evs))
 

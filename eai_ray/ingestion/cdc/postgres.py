@@ -294,13 +294,13 @@ class PostgresCdcSource:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_current_wal_lsn() - confirmed_flush_lsn, confirmed_flush_lsn::text, "
-                            "pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots WHERE slot_name = %s",
-                            (self.slot,))
+                            "pg_current_wal_lsn() - restart_lsn, pg_current_wal_lsn()::text "
+                            "FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
                 row = cur.fetchone()
             if not row:
                 return {"slot": self.slot, "exists": False}
             return {"slot": self.slot, "exists": True, "lag_bytes": int(row[0] or 0), "confirmed_flush_lsn": row[1],
-                    "retained_wal_bytes": int(row[2] or 0)}
+                    "retained_wal_bytes": int(row[2] or 0), "current_wal_lsn": f"{_lsn(row[3]):X}"}
         finally:
             conn.close()
 
