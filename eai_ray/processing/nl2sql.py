@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from eai_ray.errors import SqlValidationError, UserError
-from eai_ray.processing.sql import column_lineage, run_select, validate_select
+from eai_ray.processing.sql import column_lineage, evaluate_over, run_select, validate_select
 from eai_ray.storage.semantic import DimRef, Filter, SemanticModel
 
 # ---------------------------------------------------------------------- safety
@@ -977,8 +977,6 @@ def _shift(today: dt.date, months: int) -> dt.date:
 def dimension_values(model: SemanticModel, tables: Mapping[str, pa.Table] | None = None, catalog=None,
                      *, max_distinct: int = 300) -> dict[str, list[str]]:
     """Distinct values of low-cardinality categorical dimensions (for filter linking)."""
-    import duckdb
-
     out: dict[str, list[str]] = {}
     cache: dict[str, pa.Table] = {}
     for ref, ent, d in model.dimension_refs():
@@ -991,14 +989,11 @@ def dimension_values(model: SemanticModel, tables: Mapping[str, pa.Table] | None
             except Exception:  # table not built yet: no values for its dimensions
                 continue
         data = cache[ent.table]
-        con = duckdb.connect()
-        try:
-            con.register("t", data)
-            rows = con.execute(f"SELECT DISTINCT CAST({d.sql} AS VARCHAR) FROM t LIMIT {max_distinct + 1}").fetchall()
-        except duckdb.Error:
+        try:  # a semantic model's expression runs through the same validator and sandbox as any query
+            res = evaluate_over(data, f"CAST({d.sql} AS VARCHAR) AS v", distinct=True, limit=max_distinct + 1)
+        except SqlValidationError:
             continue
-        finally:
-            con.close()
+        rows = [(v,) for v in res.column("v").to_pylist()]
         if len(rows) <= max_distinct:
             out[ref] = [r[0] for r in rows if r[0] is not None and not str(r[0]).isdigit()]
     return out

@@ -25,7 +25,6 @@ from eai_ray.config import Rule, SilverTable
 from eai_ray.errors import QualityGateFailed, SqlValidationError
 from eai_ray.ingestion.base import ERROR_COLUMN
 from eai_ray.processing.dedup import latest_per_key
-from eai_ray.processing.sql import fetch_arrow as _fetch_arrow
 from eai_ray.processing.types import arrow_type
 
 META_PREFIX = "_eai_"
@@ -194,24 +193,16 @@ _FORBIDDEN_EXPR = re.compile(r";|\b(select|insert|update|delete|drop|create|alte
 
 
 def _expression_mask(expression: str, table: pa.Table) -> pa.Array:
-    """Evaluate a SQL boolean expression row by row (CHECK semantics: only FALSE fails)."""
-    import duckdb
-    import sqlglot
+    """Evaluate a SQL boolean expression row by row (CHECK semantics: only FALSE fails), through the
+    same validator and sandbox as every query (no statements, no file access, bounded)."""
+    from eai_ray.processing.sql import evaluate_over
 
     if _FORBIDDEN_EXPR.search(expression):
         raise SqlValidationError(f"rule expression must be a plain boolean expression: {expression!r}")
     try:
-        sqlglot.parse_one(expression, read="duckdb")
-    except sqlglot.errors.ParseError as exc:
-        raise SqlValidationError(f"invalid rule expression {expression!r}: {exc}") from None
-    con = duckdb.connect()
-    try:
-        con.register("t", table)
-        res = _fetch_arrow(con.execute(f"SELECT coalesce(NOT ({expression}), false) AS bad FROM t"))
-    except duckdb.Error as exc:
-        raise SqlValidationError(f"rule expression {expression!r} failed: {exc}") from None
-    finally:
-        con.close()
+        res = evaluate_over(table, f"coalesce(NOT ({expression}), false) AS bad")
+    except SqlValidationError as exc:
+        raise SqlValidationError(f"rule expression {expression!r}: {exc}") from None
     col = res.column("bad")
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 

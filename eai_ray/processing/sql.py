@@ -5,13 +5,14 @@ Every SQL text that eai-ray runs (gold models now, NL-to-SQL later) goes through
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, ParseError
+from sqlglot.errors import OptimizeError, ParseError, SqlglotError
 from sqlglot.optimizer.qualify import qualify
 
 from eai_ray.errors import SqlValidationError
@@ -46,8 +47,9 @@ def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: 
     """
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
-    except ParseError as exc:
-        raise SqlValidationError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    except (SqlglotError, RecursionError) as exc:  # unterminated quotes, nesting deeper than the parser
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:300]
+        raise SqlValidationError(f"SQL does not parse: {detail}") from None
     if len(statements) != 1:
         raise SqlValidationError(f"expected exactly one statement, got {len(statements)}")
     tree = statements[0]
@@ -84,14 +86,21 @@ def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: 
                             validate_qualify_columns=True, identify=False)
     except OptimizeError as exc:
         raise SqlValidationError(f"unknown column or ambiguous reference: {exc}") from None
-    if limit is not None and isinstance(qualified, exp.Select):
-        cur = qualified.args.get("limit")
-        cur_n = int(cur.expression.name) if cur is not None and cur.expression.is_int else None
-        if cur_n is None or cur_n > limit:
-            qualified = qualified.limit(limit)
+    except (SqlglotError, RecursionError) as exc:
+        raise SqlValidationError(f"SQL cannot be checked: {str(exc).splitlines()[0][:300] or 'nested too deeply'}") from None
     columns = [s.alias_or_name for s in qualified.selects] if hasattr(qualified, "selects") else []
-    return ValidatedQuery(sql=qualified.sql(dialect=DIALECT), tables=sorted(set(tables)), columns=columns,
-                          expression=qualified)
+    text = qualified.sql(dialect=DIALECT)
+    if limit is not None:
+        cur = qualified.args.get("limit") if isinstance(qualified, exp.Select) else None
+        cur_n = int(cur.expression.name) if cur is not None and cur.expression.is_int else None
+        if isinstance(qualified, exp.Select) and cur_n is not None and cur_n <= limit:
+            pass
+        elif isinstance(qualified, exp.Select) and cur is None:
+            qualified = qualified.limit(limit)
+            text = qualified.sql(dialect=DIALECT)
+        else:  # a union, a parenthesised query, a larger or computed limit: cap the outermost result
+            text = f"SELECT * FROM ({text}) AS _eai_limited LIMIT {int(limit)}"
+    return ValidatedQuery(sql=text, tables=sorted(set(tables)), columns=columns, expression=qualified)
 
 
 def _refuse_case_collisions(tree: exp.Expression, schema: dict[str, dict[str, str]], tables: list[str]) -> None:
@@ -131,7 +140,7 @@ def referenced_tables(sql: str, default_ns: str = "silver") -> list[str]:
     """Tables a SQL text reads (CTE names excluded), for DAG ordering before validation."""
     try:
         tree = sqlglot.parse_one(sql, read=DIALECT)
-    except ParseError as exc:
+    except (SqlglotError, RecursionError) as exc:
         raise SqlValidationError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
     return sorted({table_name(t, default_ns) for t in tree.find_all(exp.Table) if t.name and not (not t.db and t.name in ctes)})
@@ -165,27 +174,105 @@ def arrow_schema_as_sql(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) for f in schema}
 
 
-def run_select(query: ValidatedQuery, tables: dict[str, pa.Table]) -> pa.Table:
-    """Execute a validated query on DuckDB over in-memory Arrow tables (read-only, no file access)."""
+@dataclass(frozen=True)
+class SqlBudget:
+    """What one query may use: DuckDB memory and threads, wall time, and the size of its result."""
+
+    memory_limit: str = "2GB"
+    threads: int = 2
+    timeout_s: float = 120.0
+    max_result_bytes: int = 1 << 30
+
+
+DEFAULT_BUDGET = SqlBudget()
+
+
+@contextmanager
+def sandbox(budget: SqlBudget = DEFAULT_BUDGET):
+    """A DuckDB connection every query of ours runs on: no file or network access, no extension
+    loading, bounded memory and threads, no spilling to disk, settings locked against the SQL itself.
+
+    Example::
+
+        with sandbox() as con:
+            con.register("t", table)
+            result = execute_bounded(con, "SELECT count(*) FROM t")
+    """
     import duckdb
 
-    con = duckdb.connect(config={"enable_external_access": False} if _supports_external_flag() else {})
+    con = duckdb.connect(config={
+        "enable_external_access": False, "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False, "memory_limit": budget.memory_limit,
+        "threads": budget.threads, "max_temp_directory_size": "0KB", "lock_configuration": True})
     try:
-        for full, data in tables.items():
-            ns, name = full.split(".", 1)
-            reg = f"__eai_{ns}_{name}"
-            con.register(reg, data)
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
-            con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{name}" AS SELECT * FROM "{reg}"')
-        return fetch_arrow(con.execute(query.sql))
-    except duckdb.Error as exc:
-        raise SqlValidationError(f"query failed: {str(exc).splitlines()[0]}") from None
+        yield con
     finally:
         con.close()
 
 
-def _supports_external_flag() -> bool:
-    return True
+def execute_bounded(con, sql: str, budget: SqlBudget = DEFAULT_BUDGET) -> pa.Table:
+    """Run `sql` on a sandbox connection within the budget; over it, a refusal that says which limit.
+
+    The query is interrupted after ``timeout_s``; its result is read batch by batch and refused
+    once it passes ``max_result_bytes`` (Arrow results live outside DuckDB's memory limit).
+    """
+    import threading
+
+    import duckdb
+
+    timer = threading.Timer(budget.timeout_s, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        reader = con.execute(sql).fetch_record_batch(65_536)
+        batches, size = [], 0
+        for batch in reader:
+            size += batch.nbytes
+            if size > budget.max_result_bytes:
+                raise SqlValidationError(f"the query's result passed {budget.max_result_bytes >> 20} MiB; "
+                                         "aggregate or filter it, or add a LIMIT")
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
+    except duckdb.InterruptException:
+        raise SqlValidationError(f"the query ran past its time budget of {budget.timeout_s:g} s and was "
+                                 "stopped; filter or aggregate earlier") from None
+    except duckdb.OutOfMemoryException:
+        raise SqlValidationError(f"the query needs more than its memory budget ({budget.memory_limit}); "
+                                 "filter or aggregate earlier") from None
+    except duckdb.Error as exc:
+        raise SqlValidationError(f"query failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        timer.cancel()
+
+
+def run_select(query: ValidatedQuery, tables: dict[str, pa.Table], *, budget: SqlBudget = DEFAULT_BUDGET) -> pa.Table:
+    """Execute a validated query on DuckDB over in-memory Arrow tables, in the sandbox and its budget."""
+    import duckdb
+
+    with sandbox(budget) as con:
+        try:
+            for full, data in tables.items():
+                ns, name = full.split(".", 1)
+                reg = f"__eai_{ns}_{name}"
+                con.register(reg, data)
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
+                con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{name}" AS SELECT * FROM "{reg}"')
+        except duckdb.Error as exc:
+            raise SqlValidationError(f"query failed: {str(exc).splitlines()[0]}") from None
+        return execute_bounded(con, query.sql, budget)
+
+
+def evaluate_over(table: pa.Table, select_list: str, *, where: str | None = None, distinct: bool = False,
+                  limit: int | None = None, budget: SqlBudget = DEFAULT_BUDGET) -> pa.Table:
+    """Evaluate configuration SQL (a rule or a semantic-model expression) over one Arrow table: the
+    same validator and sandbox as every other query. Example::
+
+        evaluate_over(pa.table({"qty": [1, -1]}), "coalesce(NOT (qty > 0), false) AS bad")
+    """
+    rel = "silver.__eai_rows"
+    sql = f"SELECT {'DISTINCT ' if distinct else ''}{select_list} FROM {rel}" + (f" WHERE {where}" if where else "")
+    vq = validate_select(sql, {rel: {f.name: str(f.type) for f in table.schema}}, limit=limit)
+    return run_select(vq, {rel: table}, budget=budget)
 
 
 def fetch_arrow(result) -> pa.Table:

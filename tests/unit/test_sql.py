@@ -50,3 +50,50 @@ def test_gold_order_and_cycles():
     c = GoldModel(name="b", sql="SELECT * FROM gold.a")
     with pytest.raises(ConfigError, match="cycle"):
         gold_order([a, c])
+
+
+# ---------------------------------------------------------------------- SQL under a budget
+def test_row_limit_caps_the_outermost_result_whatever_its_shape():
+    import pyarrow as pa
+    from eai_ray.processing.sql import run_select, validate_select
+
+    schema = {"silver.t": {"a": "BIGINT"}}
+    data = {"silver.t": pa.table({"a": list(range(100))})}
+    for sql in ("SELECT a FROM silver.t UNION ALL SELECT a FROM silver.t", "(SELECT a FROM silver.t)",
+                "SELECT a FROM silver.t LIMIT 1000", "SELECT a FROM silver.t INTERSECT SELECT a FROM silver.t",
+                "SELECT a FROM silver.t EXCEPT SELECT a FROM silver.t WHERE a < 3"):
+        assert run_select(validate_select(sql, schema, limit=5), data).num_rows == 5, sql
+
+
+def test_a_query_over_its_budget_is_stopped_with_the_reason():
+    import pyarrow as pa
+    from eai_ray.processing.sql import SqlBudget, run_select, validate_select
+
+    schema, data = {"silver.t": {"a": "BIGINT"}}, {"silver.t": pa.table({"a": list(range(3000))})}
+    cross = validate_select("SELECT x.a, y.a AS b FROM silver.t x, silver.t y", schema)
+    with pytest.raises(SqlValidationError, match="result passed 1 MiB"):
+        run_select(cross, data, budget=SqlBudget(max_result_bytes=1 << 20))
+    slow = validate_select("SELECT count(*) FROM silver.t x, silver.t y, silver.t z WHERE x.a + y.a = z.a", schema)
+    with pytest.raises(SqlValidationError, match="time budget of 0.5 s"):
+        run_select(slow, data, budget=SqlBudget(timeout_s=0.5))
+    wide = validate_select("SELECT x.a, y.a AS b, repeat('x', 200) AS pad FROM silver.t x, silver.t y "
+                           "ORDER BY 3, 1 DESC", schema)
+    with pytest.raises(SqlValidationError, match="memory budget"):
+        run_select(wide, {"silver.t": pa.table({"a": list(range(1500))})}, budget=SqlBudget(memory_limit="32MB"))
+
+
+def test_parser_failures_are_refusals_not_crashes():
+    schema = {"silver.t": {"a": "BIGINT"}}
+    for sql in ("SELECT 'unterminated FROM silver.t", "SELECT " + "(" * 5000 + "1" + ")" * 5000):
+        with pytest.raises(SqlValidationError, match="does not parse"):
+            validate_select(sql, schema)
+
+
+def test_rule_and_semantic_expressions_cannot_read_files():
+    import pyarrow as pa
+    from eai_ray.processing.sql import evaluate_over
+
+    with pytest.raises(SqlValidationError):
+        evaluate_over(pa.table({"a": [1]}), "read_text('/etc/passwd') AS x")
+    with pytest.raises(SqlValidationError):
+        evaluate_over(pa.table({"a": [1]}), "(SELECT content FROM read_text('/etc/passwd')) AS x")
