@@ -28,6 +28,9 @@ def _console():
 
 
 def _emit(args, data: Any, render) -> None:
+    from eai_ray.redact import redact_tree
+
+    data = redact_tree(data)  # nothing a command prints can carry a resolved secret
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, default=str))
     else:

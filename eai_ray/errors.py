@@ -22,14 +22,18 @@ class EaiError(Exception):
         self.context = {k: v for k, v in context.items() if v is not None}
 
     def __str__(self) -> str:
-        return self.message
+        from eai_ray.redact import redact
+
+        return redact(self.message)
 
     def to_dict(self) -> dict[str, Any]:
+        from eai_ray.redact import redact
+
         return {
             "type": type(self).__name__,
-            "message": self.message,
+            "message": redact(self.message),
             "transient": self.transient,
-            **{k: str(v) for k, v in self.context.items()},
+            **{k: redact(str(v)) for k, v in self.context.items()},
         }
 
     def __reduce__(self):  # keep fields across Ray's pickling of task errors

@@ -37,6 +37,7 @@ from eai_ray.processing.dedup import ROW_HASH, combine_fingerprints, fingerprint
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, renamed_columns, transform
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
 from eai_ray.processing.types import make_iceberg_safe
+from eai_ray.redact import redact, redact_tree
 from eai_ray.storage import tables as T
 from eai_ray.storage.catalog import open_catalog
 from eai_ray.storage.metadata import MetadataStore
@@ -273,7 +274,7 @@ class PipelineRunner:
             summary = RunSummary(run_id=self.run_id, pipeline=self.cfg.name, status=status,
                                  started_at=started.isoformat(), seconds=time.perf_counter() - t0,
                                  tables=reports, gold=gold_reports, executor=self.executor.name)
-            self.store.finish_run(self.run_id, status, summary.to_dict())
+            self.store.finish_run(self.run_id, status, redact_tree(summary.to_dict()))
         return summary
 
     def _expand_wildcards(self, reports: list[TableReport]) -> None:
@@ -328,9 +329,9 @@ class PipelineRunner:
                 stage = getattr(fn, "__name__", "step").strip("_")
                 rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
                     "type": type(exc).__name__, "transient": False, "stage": stage,
-                    "message": (f"{stage} of {rep.source} stopped on an unexpected {type(exc).__name__}: "
-                                f"{str(exc)[:400] or 'no detail'}; this is a bug in eai-ray, please report it "
-                                "with the source's column types")}
+                    "message": redact(f"{stage} of {rep.source} stopped on an unexpected {type(exc).__name__}: "
+                                      f"{str(exc)[:400] or 'no detail'}; this is a bug in eai-ray, please report "
+                                      "it with the source's column types")}
                 self.progress.log(f"[red]{rep.source}: {rep.error['type']}: {rep.error['message']}")
                 return None
         return None
