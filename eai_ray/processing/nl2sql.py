@@ -37,9 +37,24 @@ _SYSTEM = re.compile(r"\b(information_schema|pg_catalog|pg_\w+|sqlite_master|sql
 _MULTI = re.compile(r";\s*\S")
 
 
+def _plain_letters(text: str) -> str:
+    """Text with look-alike letters folded (fullwidth, ligatures, Cyrillic/Greek homoglyphs, zero-width
+    characters dropped), so a refusal word cannot be smuggled past the check in another script."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    text = re.sub(r"[\u200b-\u200f\u2060\ufeff\u00ad]", "", text)
+    return text.translate(_HOMOGLYPHS)
+
+
+# Cyrillic and Greek letters drawn like Latin ones (Unicode confusables, lower and upper case)
+_HOMOGLYPHS = str.maketrans("аеорсухіјѕԁԛԝАВЕКМНОРСТХІЈЅοαρτνκιΑΒΕΗΙΚΜΝΟΡΤΥΧ",
+                            "aeopcyxijsdqwABEKMHOPCTXIJSoaptvkiABEHIKMNOPTYX")
+
+
 def refusal(question: str) -> str | None:
     """Why a question is refused (it asks to change data, read system catalogs, or run several statements)."""
-    q = question.strip()
+    q = _plain_letters(question).strip()
     m = _WRITE.search(q)
     if m:
         word = m.group(1).lower()

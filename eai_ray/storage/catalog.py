@@ -7,6 +7,7 @@ from pathlib import Path
 from pyiceberg.catalog import Catalog, load_catalog
 
 from eai_ray.config import CatalogConfig, PipelineConfig
+from eai_ray.errors import ConfigError
 
 NAMESPACES = ("bronze", "silver", "gold", "quarantine")
 
@@ -32,14 +33,48 @@ def catalog_properties(cfg: CatalogConfig, state_dir: Path) -> dict[str, str]:
 
 
 def open_catalog(cfg: PipelineConfig) -> Catalog:
-    """Open (and initialise) the pipeline's catalog with the medallion namespaces."""
+    """Open (and initialise) the pipeline's catalog with the medallion namespaces.
+
+    A catalog that cannot be reached or opened is one ConfigError naming the field and the place
+    (the URI without its credentials), never a driver traceback.
+    """
     state = cfg.state_path
-    state.mkdir(parents=True, exist_ok=True)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the state folder {state}: {exc.strerror}", file=cfg.source_file,
+                          field="state_dir", expected="a writable folder") from None
     props = catalog_properties(cfg.catalog, state)
-    catalog = load_catalog(cfg.catalog.name, **props)
-    for ns in NAMESPACES:
-        catalog.create_namespace_if_not_exists(ns)
+    try:
+        catalog = load_catalog(cfg.catalog.name, **props)
+        for ns in NAMESPACES:
+            catalog.create_namespace_if_not_exists(ns)
+    except Exception as exc:  # noqa: BLE001 - drivers raise many types; all mean "this catalog is not usable"
+        raise ConfigError(f"cannot open the Iceberg catalog at {shown_uri(props['uri'])}: "
+                          f"{_first_line(exc)}", file=cfg.source_file, field="catalog.uri",
+                          expected="a reachable catalog (check host, port, database and credentials)") from None
     return catalog
+
+
+def shown_uri(uri: str) -> str:
+    """A URI without user and password, safe for messages."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def split_name(name: str, default_ns: str = "silver") -> tuple[str, str]:

@@ -76,10 +76,19 @@ class MetadataStore:
     """
 
     def __init__(self, uri: str) -> None:
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(uri, future=True)
-        _md.create_all(self.engine)
+        from eai_ray.errors import ConfigError
+        from eai_ray.storage.catalog import shown_uri
+
+        try:
+            if uri.startswith("sqlite:///"):
+                Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(uri, future=True)
+            _md.create_all(self.engine)
+        except Exception as exc:  # noqa: BLE001 - a driver's many error types: one clear message
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ConfigError(f"cannot open the metadata catalog at {shown_uri(uri)}: {detail}",
+                              field="metadata_uri", expected="a reachable database (check host, port, "
+                              "database and credentials)") from None
 
     @classmethod
     def for_pipeline(cls, cfg) -> "MetadataStore":
