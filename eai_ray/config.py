@@ -211,8 +211,43 @@ class FileResource(Model):
     format: Literal["auto", "csv", "json", "jsonl", "parquet"] = "auto"
     primary_key: list[str] = Field(default_factory=list)
     incremental: Incremental | None = None
-    delimiter: str = ","
-    encoding: str = "utf-8"
+    delimiter: str = Field(default="auto", description="CSV field separator; 'auto' sniffs , ; tab or | from the "
+                           "file (column-count consistency), 'tab' or '\\t' for a tab")
+    encoding: str = Field(default="auto", description="text encoding (a Python codec name); 'auto': the byte order "
+                          "mark, else UTF-8 when valid, else UTF-16/32 by NUL patterns, cp1252/Latin-1 or what "
+                          "charset-normalizer recognises")
+    quotechar: str = Field(default="auto", description="CSV quote character; 'auto' sniffs \" or ', 'none' turns "
+                           "quoting off")
+    header: bool | Literal["auto"] = Field(default="auto", description="whether the first CSV record names the "
+                                           "columns; 'auto' sniffs it (false names them column_1, column_2, ...)")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, v: str) -> str:
+        v = {"tab": "\t", "\\t": "\t"}.get(v, v)
+        if v != "auto" and (len(v) != 1 or v in "\r\n"):
+            raise ValueError("expected 'auto' or one character such as ',', ';', '|' or 'tab'")
+        return v
+
+    @field_validator("quotechar")
+    @classmethod
+    def _quotechar(cls, v: str) -> str:
+        if v not in ("auto", "none") and (len(v) != 1 or v in "\r\n"):
+            raise ValueError("expected 'auto', 'none' or one character such as '\"'")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        import codecs
+
+        if v != "auto":
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise ValueError(f"unknown encoding {v!r}: expected 'auto' or a Python codec name such as "
+                                 "'utf-8', 'utf-16', 'cp1252' or 'latin-1'") from None
+        return v
 
 
 class RestResource(Model):

@@ -11,7 +11,7 @@ committed checkpoint and get only what came after it.
 Checkpoints are JSON-able dicts that the batch puller commits in the same
 Iceberg snapshot as the data they cover:
 - databases and REST: ``{"cursor": <last value>}``
-- files: ``{"files": {"<path>": <mtime>}}``
+- files: ``{"files": {"<path>": {"mtime": .., "size": .., "fingerprint": ..}}}`` (a bare mtime in old ones)
 """
 from __future__ import annotations
 
@@ -49,13 +49,18 @@ class DiscoveredSchema:
     columns: list[ColumnInfo]
     primary_key: list[str] = field(default_factory=list)
     row_estimate: int | None = None
+    # how the source was read when that was sniffed (files: encoding, delimiter, ... with confidence and evidence)
+    format_info: dict[str, Any] | None = None
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.type, c.nullable) for c in self.columns])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resource": self.resource, "primary_key": self.primary_key,
-                "row_estimate": self.row_estimate, "columns": [c.to_dict() for c in self.columns]}
+        out = {"resource": self.resource, "primary_key": self.primary_key,
+               "row_estimate": self.row_estimate, "columns": [c.to_dict() for c in self.columns]}
+        if self.format_info is not None:
+            out["format_info"] = self.format_info
+        return out
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Files connector on local temp files (and fsspec's in-memory filesystem): no network."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -62,12 +63,15 @@ def test_ragged_csv_rows_are_kept_with_their_raw_line(tmp_path):
     assert rows[0][ERROR_COLUMN] is None and rows[3][ERROR_COLUMN] is None
 
 
-def test_invalid_utf8_is_replaced_and_flagged(tmp_path):
+def test_invalid_utf8_keeps_the_original_bytes_and_is_flagged(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"id,name\n1,caf\xc3\xa9\n2,bad\xff\xfe\n3,ok\n")
     t, _, _ = read(connector(tmp_path, "*.csv"))
     rows = t.to_pylist()
-    assert [r["name"] for r in rows] == ["café", "bad\ufffd\ufffd", "ok"]
-    assert rows[1][ERROR_COLUMN].startswith("invalid bytes")
+    assert [r["name"] for r in rows] == ["café", None, "ok"]  # never a U+FFFD replacement
+    assert rows[1]["id"] == "2"
+    assert rows[1][RAW_COLUMN] == "base64:" + base64.b64encode(b"2,bad\xff\xfe").decode()
+    assert rows[1][ERROR_COLUMN] == ("type:name: value 'bad\\xff\\xfe' is not valid utf-8: byte(s) ff at byte "
+                                     "offset 21; the original record bytes are in _eai_raw (base64)")
     assert rows[0][ERROR_COLUMN] is None and rows[2][ERROR_COLUMN] is None
 
 
@@ -75,9 +79,9 @@ def test_quoted_fields_spanning_lines_and_stray_quotes(tmp_path):
     (tmp_path / "a.csv").write_text('id,note\r\n1,"two\r\nlines"\r\n2,"say ""hi"""\r\n3,5" pipe\r\n4,x\r\n')
     t, _, _ = read(connector(tmp_path, "*.csv"))
     rows = t.to_pylist()
-    assert [r["note"] for r in rows] == ["two\nlines", 'say "hi"', '5" pipe', "x"]
+    assert [r["note"] for r in rows] == ["two\r\nlines", 'say "hi"', '5" pipe', "x"]  # quoted CRLF kept
     assert [r[POSITION_COLUMN] for r in rows] == ["a.csv:2", "a.csv:4", "a.csv:5", "a.csv:6"]
-    assert rows[0][RAW_COLUMN] == '1,"two\nlines"'
+    assert rows[0][RAW_COLUMN] == '1,"two\r\nlines"'
 
 
 def test_csv_delimiter_encoding_and_odd_headers(tmp_path):
@@ -175,7 +179,31 @@ def test_checkpoint_skips_unchanged_files_and_rereads_changed_ones(tmp_path):
     os.utime(tmp_path / "b.csv", (1_900_000_000, 1_900_000_000))
     t, cp2, _ = read(conn, cp)
     assert t.column("id").to_pylist() == ["2", "3"]
-    assert cp2["files"]["b.csv"] == 1_900_000_000 and cp2["files"]["a.csv"] == cp["files"]["a.csv"]
+    assert cp2["files"]["b.csv"]["mtime"] == 1_900_000_000 and cp2["files"]["a.csv"] == cp["files"]["a.csv"]
+    assert cp2["files"]["b.csv"]["size"] == 7 and cp2["files"]["b.csv"]["fingerprint"].startswith("blake2b:")
+
+
+def test_rewritten_file_with_the_same_bytes_is_not_read_again(tmp_path):
+    (tmp_path / "a.csv").write_text("id\n1\n")
+    conn = connector(tmp_path, "*.csv")
+    _, cp, _ = read(conn)
+    (tmp_path / "a.csv").write_text("id\n1\n")  # regenerated: new mtime, same content
+    os.utime(tmp_path / "a.csv", (1_900_000_000, 1_900_000_000))
+    assert read(conn, cp)[0].num_rows == 0
+    assert conn.plan("r", checkpoint=cp, parallelism=2, batch_rows=10) == []
+    (tmp_path / "a.csv").write_text("id\n2\n")  # same size, other bytes
+    os.utime(tmp_path / "a.csv", (1_900_000_100, 1_900_000_100))
+    assert read(conn, cp)[0].column("id").to_pylist() == ["2"]
+
+
+def test_old_checkpoints_with_a_bare_mtime_still_read(tmp_path):
+    (tmp_path / "a.csv").write_text("id\n1\n")
+    conn = connector(tmp_path, "*.csv")
+    _, cp, _ = read(conn)
+    old = {"files": {"a.csv": cp["files"]["a.csv"]["mtime"]}}
+    assert read(conn, old)[0].num_rows == 0
+    merged = merge_checkpoints(old, {"files": {"b.csv": cp["files"]["a.csv"]}})
+    assert set(merged["files"]) == {"a.csv", "b.csv"}
 
 
 def test_checkpoint_rides_on_the_last_batch_of_each_file(tmp_path):
@@ -210,12 +238,19 @@ def test_missing_folder_and_no_match_are_source_not_found(tmp_path):
         connector(tmp_path, "*.csv").discover("other")
 
 
-def test_auto_format_needs_a_known_extension(tmp_path):
-    (tmp_path / "a.dat").write_text("x\n1\n")
+def test_unknown_extension_is_sniffed_from_the_content(tmp_path):
+    (tmp_path / "a.dat").write_text("x;y\n1;2\n")
+    (tmp_path / "b.log").write_text('{"id": 1}\n{"id": 2}\n')
+    (tmp_path / "c.bin").write_bytes(bytes(range(256)) * 4)
+    t, _, _ = read(connector(tmp_path, "a.dat"))
+    assert t.column_names[:2] == ["x", "y"]
+    t, _, _ = read(connector(tmp_path, "b.log"))
+    assert t.column("id").to_pylist() == [1, 2]
+    assert connector(tmp_path, "b.log").discover("r").format_info["format"]["value"] == "jsonl"
     with pytest.raises(ConfigError, match="cannot tell the format"):
-        list(connector(tmp_path, "*.dat").read("r"))
-    t, _, _ = read(connector(tmp_path, "*.dat", format="csv"))
-    assert t.column_names[0] == "x"
+        list(connector(tmp_path, "c.bin").read("r"))
+    t, _, _ = read(connector(tmp_path, "a.dat", format="csv", delimiter=","))
+    assert t.column_names[0] == "x;y"  # explicit config wins over the sniff
 
 
 def test_compressed_files_and_fsspec_uris(tmp_path):
@@ -233,3 +268,70 @@ def test_compressed_files_and_fsspec_uris(tmp_path):
         assert list(cp["files"]) == ["in/a.jsonl"]
     finally:
         fs.rm(root, recursive=True)
+
+
+# --------------------------------------------------------------------------- sniffing through the connector
+def test_defaults_sniff_bom_semicolon_and_keep_quoted_crlf(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b'\xef\xbb\xbfid;note\r\n1;"x\r\ny"\r\n2;"a;b"\r\n')
+    conn = connector(tmp_path, "*.csv")
+    t, _, _ = read(conn)
+    assert t.column_names[:2] == ["id", "note"]
+    assert t.column("note").to_pylist() == ["x\r\ny", "a;b"]
+    info = conn.discover("r").format_info
+    assert info["delimiter"]["value"] == ";" and info["encoding"]["value"] == "utf-8"
+    assert set(info["files"]) == {"a.csv"}
+
+
+def test_explicit_header_and_quoting_settings(tmp_path):
+    (tmp_path / "a.csv").write_text('1,"a\n2,b"\n')
+    t, _, _ = read(connector(tmp_path, "*.csv", header=False, quotechar="none"))
+    assert t.column_names[:2] == ["column_1", "column_2"]
+    assert t.column("column_2").to_pylist() == ['"a', 'b"']
+
+
+def test_config_validates_delimiter_quotechar_and_encoding(tmp_path):
+    assert connector(tmp_path, "*.csv", delimiter="tab").source.resources[0].delimiter == "\t"
+    for bad in ({"delimiter": ";;"}, {"quotechar": "ab"}, {"encoding": "no-such-codec"}):
+        with pytest.raises(Exception, match="expected|unknown encoding"):
+            connector(tmp_path, "*.csv", **bad)
+
+
+def test_corrupt_archive_is_one_flagged_row_not_a_failed_table(tmp_path):
+    (tmp_path / "a.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (tmp_path / "b.csv.gz").write_bytes(__import__("gzip").compress(b"id\n1\n"))
+    t, cp, _ = read(connector(tmp_path, "*.csv.gz"))
+    rows = t.to_pylist()
+    assert rows[0][ERROR_COLUMN].startswith("file: cannot decompress gzip") and rows[0][POSITION_COLUMN] == "a.csv.gz:0"
+    assert rows[1]["id"] == "1" and set(cp["files"]) == {"a.csv.gz", "b.csv.gz"}
+
+
+def test_undecodable_header_names_keep_their_bytes(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"id,caf\xe9\n1,x\xc3\xa9\n")  # UTF-8 body, one Latin-1 header byte
+    t, _, _ = read(connector(tmp_path, "*.csv"))
+    assert t.column_names[:2] == ["id", "caf\\xe9"]
+    assert t.column("caf\\xe9").to_pylist() == ["xé"]
+
+
+def test_parquet_nanoseconds_and_zones_per_value(tmp_path):
+    at = pa.array([1_000, 1_500, None], pa.timestamp("ns", tz="Asia/Tokyo"))
+    pq.write_table(pa.table({"id": [1, 2, 3], "at": at}), tmp_path / "a.parquet")
+    t, _, _ = read(connector(tmp_path, "*.parquet"))
+    assert t.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert t.column("at").to_pylist()[0] == dt.datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=dt.timezone.utc)
+    assert t.column("at").to_pylist()[1:] == [None, None]
+    assert t.column(ERROR_COLUMN).to_pylist() == [
+        None, "type:at: value '1970-01-01T00:00:00.000001500Z' has nanosecond precision that timestamp[us] "
+              "would lose", None]
+
+
+def test_parquet_int96_timestamps_do_not_wrap_and_keep_their_digits(tmp_path):
+    old = pa.array([dt.datetime(1500, 1, 1), dt.datetime(2020, 1, 1, 0, 0, 0, 123456)], pa.timestamp("us"))
+    nanos = pa.array([1_577_836_800_123_456_789], pa.timestamp("ns"))
+    pq.write_table(pa.table({"t": pa.concat_arrays([old.cast(pa.timestamp("ns"), safe=False)[1:], nanos])}),
+                   tmp_path / "b.parquet", use_deprecated_int96_timestamps=True)
+    pq.write_table(pa.table({"t": old}), tmp_path / "a.parquet", use_deprecated_int96_timestamps=True)
+    t, _, _ = read(connector(tmp_path, "*.parquet"))
+    assert t.column("t").to_pylist() == [dt.datetime(1500, 1, 1), dt.datetime(2020, 1, 1, 0, 0, 0, 123456),
+                                         dt.datetime(2020, 1, 1, 0, 0, 0, 123456), None]
+    assert t.column(ERROR_COLUMN).to_pylist()[3].startswith(
+        "type:t: value '2020-01-01T00:00:00.123456789' has nanosecond precision")
