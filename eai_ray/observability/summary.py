@@ -33,6 +33,9 @@ def render_summary(d: dict[str, Any], console) -> None:
     for table, rule, n in sorted(warned):
         console.print(f"[yellow]warning[/yellow] {table}: {n:,} rows kept despite rule '{rule}'")
     for r in d["tables"]:
+        fmt = r.get("source_format") or {}
+        if fmt.get("format"):
+            console.print(f"[dim]{r['source']}[/dim]: read as {_sniffed(fmt)}")
         if r.get("mode") == "replace" and r.get("deleted"):
             console.print(f"{r['silver']}: {r['deleted']:,} rows no longer in the source were removed "
                           "(full read of a table without a key replaces silver)")
@@ -59,3 +62,21 @@ def render_summary(d: dict[str, Any], console) -> None:
             g.add_row(m["name"], f"{m.get('rows', 0):,}", ", ".join(m.get("inputs", [])),
                       m["status"] if m["status"] == "ok" else f"failed: {m['error']['message']}")
         console.print(g)
+
+
+def _sniffed(fmt: dict[str, Any]) -> str:
+    """'csv, encoding latin-1, delimiter ';' (0.87), header yes': what file sniffing chose; a choice
+    made with less than 0.95 confidence shows its confidence, in yellow."""
+    parts = []
+    for key in ("format", "compression", "encoding", "delimiter", "quotechar", "header"):
+        guess = fmt.get(key)
+        if not isinstance(guess, dict) or guess.get("value") in (None, ""):
+            continue
+        value = guess["value"]
+        shown = ("yes" if value else "no") if key == "header" else (repr(value) if key in ("delimiter", "quotechar")
+                                                                     else str(value))
+        text = shown if key == "format" else f"{key} {shown}"
+        conf = guess.get("confidence", 1.0)
+        parts.append(f"[yellow]{text} ({conf:.2f})[/yellow]" if conf < 0.95 else text)
+    notes = fmt.get("notes") or []
+    return ", ".join(parts) + ("; " + "; ".join(map(str, notes)) if notes else "")

@@ -27,7 +27,7 @@ from pyiceberg.expressions import EqualTo, GreaterThan
 from eai_ray.config import (PipelineConfig, SilverTable, expand_tables, has_wildcard, resolvable_secrets,
                             resources_of)
 from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
-from eai_ray.ingestion.base import DiscoveredSchema, merge_checkpoints
+from eai_ray.ingestion.base import ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN, DiscoveredSchema, merge_checkpoints
 from eai_ray.observability import metrics
 from eai_ray.observability.progress import Progress
 from eai_ray.orchestration.dag import gold_order
@@ -45,6 +45,7 @@ from eai_ray.storage.metadata import MetadataStore
 log = logging.getLogger(__name__)
 
 LOAD_ID = "_eai_load_id"
+CONNECTOR_META = (POSITION_COLUMN, RAW_COLUMN, ERROR_COLUMN)
 BRONZE_META = ("_eai_source", "_eai_run_id", "_eai_ingested_at", LOAD_ID)
 SILVER_CHUNK_ROWS = 500_000
 TRANSIENT_RETRIES = 1  # connectors back off on their own; one more try gets a fresh connection
@@ -128,8 +129,15 @@ class RunSummary:
                 "tables": [t.to_dict() for t in self.tables], "gold": self.gold}
 
 
+def table_slug(source: str, resource: str) -> str:
+    """'<source>_<resource>' as one Iceberg name part: dots, spaces and slashes become '_'."""
+    import re
+
+    return re.sub(r"[.\s/\\]", "_", f"{source}_{resource}")
+
+
 def bronze_name(source: str, resource: str) -> str:
-    return f"bronze.{source}_{resource}"
+    return f"bronze.{table_slug(source, resource)}"
 
 
 def default_silver(source, resource, discovered: DiscoveredSchema | None = None) -> SilverTable:
@@ -144,7 +152,7 @@ def default_silver(source, resource, discovered: DiscoveredSchema | None = None)
     if discovered is not None:
         names = silver_names([c.name for c in discovered.columns])
         key = [names.get(k, k) for k in key]
-    return SilverTable(name=f"{source.name}_{resource.name}".replace(".", "_"),
+    return SilverTable(name=table_slug(source.name, resource.name),
                        source=f"{source.name}.{resource.name}", primary_key=key)
 
 
@@ -354,10 +362,16 @@ class PipelineRunner:
         total_rows, appended, new_ckpt = 0, 0, None
         if partitions:
             # typed source: fix the bronze schema first, then parallel tasks write data files
-            schema = add_bronze_meta(discovered.arrow_schema().empty_table(), source=rep.source,
+            # the connector's row metadata (raw record, position, per-row error) must survive too
+            base = discovered.arrow_schema()
+            for meta in CONNECTOR_META:
+                if meta not in base.names:
+                    base = base.append(pa.field(meta, pa.string()))
+            schema = add_bronze_meta(base.empty_table(), source=rep.source,
                                      run_id=self.run_id, load_id=load_id, now=now).schema
             tbl, changes = T.evolve(self.catalog, bronze, schema)
-            rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
+            rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"
+                                   and not c.column.startswith("_eai_")]
             files, prints = [], []
             with self.progress.step(f"extract {rep.source}", total=len(partitions)) as advance:
                 secrets = resolvable_secrets(source)
@@ -396,7 +410,8 @@ class PipelineRunner:
                     data = self._not_yet_landed(rep, bronze, data, key)
                 if data.num_rows:
                     tbl, changes = T.evolve(self.catalog, bronze, data.schema)
-                    rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"]
+                    rep.schema_changes += [c.to_dict() for c in changes if c.kind != "created"
+                                           and not c.column.startswith("_eai_")]
                     T.append(self.catalog, bronze, data, run_id=self.run_id,
                              properties=self._bronze_props(checkpoint, new_ckpt, load_id, data.num_rows,
                                                            print_ if full else None))

@@ -26,8 +26,11 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 
 from eai_ray.errors import CommitConflict, IncompatibleSchemaChange, TableNotFound
+from eai_ray.storage import pyiceberg_compat
 from eai_ray.processing.dedup import latest_per_key
 from eai_ray.processing.types import can_widen, fits_into, iceberg_safe, make_iceberg_safe
+
+pyiceberg_compat.install()  # NULL lists of structs stay NULL at rest (see the module)
 
 COMMIT_RETRIES = 5
 TARGET_FILE_BYTES = str(64 * 1024 * 1024)  # several files per large table, so MERGE can prune
