@@ -439,4 +439,5 @@ def build_publisher(cfg, source_name: str):
                           partitions=cdc.kafka_partitions,
                           durable_commit=durable_commit if getattr(reader, "has_slot_state", False) else None,
                           source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume,
+                          consumer_started=lambda: consumer_committed()[0] != ZERO,
                           source_head=source_head, stall_seconds=getattr(cdc, "stall_seconds", 60.0))

@@ -334,3 +334,136 @@ def test_reader_follows_partitions_added_while_it_runs(request, private_kafka, t
     reader.close()
     assert [e.commit for e in ends] == [10, 11]
     assert sorted(got) == [1, 2] + list(range(100, 130))
+
+
+def _own_broker(tmp_path):
+    """A broker of this test alone (its data is wiped or frozen here)."""
+    from tests.integration.cdc_services import PrivateKafka, free_port
+    base = tmp_path / "kafka"
+    base.mkdir()
+    broker = PrivateKafka(dir=base, port=free_port())
+    broker.start()
+    return broker
+
+
+def _kafka_pipeline(engine, request, tmp_path, broker, db_name, **cdc):
+    connect, src = _source(engine, request, db_name)
+    raw = {"name": f"{db_name}", "state_dir": str(tmp_path / "state"),
+           "sources": [{**src, "tables": [{"name": "items"}],
+                        "cdc": {"transport": "kafka", "kafka_bootstrap": broker.bootstrap,
+                                "topic_prefix": f"eai.{db_name}", "flush_seconds": 0.3, **cdc}}]}
+    return connect, src, raw
+
+
+def _start_publisher(raw):
+    """The publisher in a thread of this process: the test reads its status() directly."""
+    from eai_ray.orchestration.cdc import build_publisher
+    cfg = parse_pipeline(raw)
+    pub = build_publisher(cfg, cfg.sources[0].name)
+    stop = threading.Event()
+    t = threading.Thread(target=pub.run, args=(stop,), daemon=True)
+    t.start()
+    return pub, stop, t
+
+
+def _caught_up(catalog, src, work, connect):
+    def check():
+        ops, _rows, _distinct = bronze_counts(catalog, f"bronze.{src['name']}_items")
+        streamed = sum(v for k, v in ops.items() if k != "r")
+        return streamed >= work.total and \
+            silver_rows(catalog, f"silver.{src['name']}_items") == source_rows(connect, "items")
+    return check
+
+
+def _assert_exactly_once(catalog, src, work, connect):
+    ops, rows, distinct = bronze_counts(catalog, f"bronze.{src['name']}_items", streamed_only=True)
+    assert rows == distinct, "bronze holds a change twice"
+    assert (ops.get("c", 0), ops.get("u", 0), ops.get("d", 0)) == (work.counts["c"], work.counts["u"],
+                                                                     work.counts["d"]), (dict(ops), dict(work.counts))
+    assert silver_rows(catalog, f"silver.{src['name']}_items") == source_rows(connect, "items")
+
+
+@pytest.mark.parametrize("engine", ["mariadb", "postgres"])
+def test_publisher_carries_on_after_the_broker_lost_its_log(engine, request, tmp_path):
+    """The broker comes back without its log (noida-db keeps only what it flushed; here: its data
+    folder is gone), after the consumer already committed Kafka offsets to Iceberg. Before the fix
+    the MariaDB publisher found no marker on the control topic, could not use the consumer's Kafka
+    token as a start, and waited forever, publishing nothing (the consumer at position 0, end 0).
+    Now it resumes from the GTID the consumer's token carries, and the reader, whose stored offsets
+    no longer match the log, reads the topics from their beginning."""
+    import shutil
+
+    broker = _own_broker(tmp_path)
+    connect, src, raw = _kafka_pipeline(engine, request, tmp_path, broker, f"lostlog_{engine[:2]}", stall_seconds=20)
+    work = Workload(connect, "items", seed=11, ids=200)
+    work.seed_rows(50)
+    catalog = open_catalog(parse_pipeline(raw))
+    consumer = Proc(_run_consumer, raw)
+    consumer.start()
+    pub, stop, thread = _start_publisher(raw)
+    try:
+        assert wait_until(lambda: _exists(catalog, f"silver.{src['name']}_items"), timeout=60), "no snapshot"
+        work.run(3, 100.0)
+        assert wait_until(_caught_up(catalog, src, work, connect), timeout=90, interval=0.5), pub.status()
+        broker.stop()
+        shutil.rmtree(broker.dir / "data")  # the broker lost everything it held
+        broker.start()
+        work.run(3, 100.0)
+        ok = wait_until(_caught_up(catalog, src, work, connect), timeout=120, interval=0.5)
+        status = pub.status()
+        print(f"\n[{engine}] publisher after the lost log: {status}")
+        assert ok, f"not caught up after the broker lost its log; publisher {status}"
+        _assert_exactly_once(catalog, src, work, connect)
+    finally:
+        stop.set()
+        consumer.kill()
+        thread.join(30)
+        broker.stop()
+
+
+def test_publisher_stall_is_detected_reported_and_restarted(request, tmp_path):
+    """A publisher that can publish nothing (its broker frozen: SIGSTOP) while MariaDB writes on is a
+    detected fault: after `stall_seconds` its status says `stalled`, with the source's GTID and the
+    last published one as evidence, it restarts from its resume point, and once the broker thaws
+    it publishes again and everything arrives exactly once."""
+    broker = _own_broker(tmp_path)
+    connect, src, raw = _kafka_pipeline("mariadb", request, tmp_path, broker, "stall_my", stall_seconds=3)
+    work = Workload(connect, "items", seed=12, ids=200)
+    work.seed_rows(50)
+    catalog = open_catalog(parse_pipeline(raw))
+    consumer = Proc(_run_consumer, raw)
+    consumer.start()
+    pub, stop, thread = _start_publisher(raw)
+    frozen = False
+    try:
+        assert wait_until(lambda: _exists(catalog, f"silver.{src['name']}_items"), timeout=60), "no snapshot"
+        work.run(2, 100.0)
+        assert wait_until(_caught_up(catalog, src, work, connect), timeout=90, interval=0.5), pub.status()
+        assert pub.status()["state"] == "publishing" and pub.status()["stalls"] == 0
+        os.killpg(broker.proc.pid, signal.SIGSTOP)  # the broker's own session: only this broker
+        frozen = True
+        writer = threading.Thread(target=work.run, args=(4, 100.0))
+        writer.start()
+        st = wait_until(lambda: (lambda s: s if s["state"] == "stalled" else None)(pub.status()), timeout=60,
+                        interval=0.2)
+        writer.join()
+        print(f"\nstalled publisher status: {st}")
+        assert st, f"no stall detected: {pub.status()}"
+        ev = st["stall"]
+        assert ev["behind"] > 0 and ev["source_position"] > (ev["published_position"] or 0)
+        assert ev["source_head"].startswith("0-1-") and ev["stalled_for_s"] >= 3
+        os.killpg(broker.proc.pid, signal.SIGCONT)
+        frozen = False
+        ok = wait_until(_caught_up(catalog, src, work, connect), timeout=150, interval=0.5)
+        final = pub.status()
+        print(f"publisher after the thaw: {final}")
+        assert ok, f"not caught up after the broker thawed: {final}"
+        assert final["stalls"] >= 1 and final["restarts"] >= 1 and final["state"] == "publishing"
+        _assert_exactly_once(catalog, src, work, connect)
+    finally:
+        if frozen:
+            os.killpg(broker.proc.pid, signal.SIGCONT)
+        stop.set()
+        consumer.kill()
+        thread.join(60)
+        broker.stop()

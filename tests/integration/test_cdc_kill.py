@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 WORKLOAD_SECONDS = float(os.environ.get("EAI_CDC_KILL_SECONDS", "45"))
 MIN_KILLS = 20
+BROKER_RESTARTS = int(os.environ.get("EAI_CDC_KILL_BROKER_RESTARTS", "3"))  # at most, per run (Kafka mode)
 
 
 def _pg_env(pg, tmp_path):
@@ -135,7 +136,7 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
                     continue
                 ray.kill(pub, no_restart=False)  # Ray restarts it; it resumes from what Kafka holds
             elif what == "broker restart":
-                if kills[what] >= 3:  # a restart takes seconds: a few suffice
+                if kills[what] >= BROKER_RESTARTS:  # a restart takes seconds: a few suffice
                     continue
                 broker.restart()  # same port and data; publisher and consumer reconnect
             elif what == "process":
@@ -174,6 +175,10 @@ def test_cdc_survives_random_kills(engine, transport, request, ray_session, tmp_
         for pid in (status.get("pid"), pub_status.get("pid")):
             if spy and pid:
                 print(subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True).stdout)
+        trace = os.environ.get("EAI_CDC_TRACE")  # the publisher's resume points and producer after each kill
+        if trace and os.path.exists(trace):
+            with open(trace) as f:
+                print(f"[{engine_label}] last trace lines ({trace}):\n" + "".join(f.readlines()[-40:]))
     ray.kill(actor, no_restart=True)
     pub = cdc_actor.find_publisher(cfg, source) if broker else None
     if pub is not None:

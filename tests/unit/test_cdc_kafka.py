@@ -307,3 +307,21 @@ def test_consumer_token_carries_the_source_resume_for_the_publisher(monkeypatch)
     assert pubs[1].committed_resume() is None  # an old token without the source resume: unknown
     assert pubs[2].committed_resume() == "0-1-5"  # the snapshot's GTID
     assert pubs[0].source_head() == (80, "0-1-80") and pubs[0].stall.stall_seconds == 7
+
+
+def test_stall_detector_a_restart_loop_is_a_stall_a_legitimate_wait_is_not():
+    from eai_ray.ingestion.cdc.stall import StallDetector
+
+    clock = _Clock()
+    det = StallDetector(60, clock=clock)
+    det.published(10)
+    assert det.check(20) is None
+    for _ in range(7):  # restarts every 10 s, never publishing: the clock runs on
+        clock.t += 10
+        det.restarted(10)
+    assert det.check(20)["stalled_for_s"] >= 60
+    det2 = StallDetector(60, clock=clock)
+    for _ in range(20):  # the consumer's initial snapshot takes long while the source writes on
+        det2.waiting()
+        assert det2.check(100 + int(clock.t)) is None
+        clock.t += 10

@@ -150,6 +150,7 @@ class KafkaPublisher:
                  producer_factory: Callable[..., Any] | None = None,
                  committed_resume: Callable[[], str | None] | None = None,
                  durable_commit: Callable[[], int | None] | None = None,
+                 consumer_started: Callable[[], bool] | None = None,
                  source_head: Callable[[], tuple[int, str] | None] | None = None,
                  stall_seconds: float = 60.0, check_every_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -163,6 +164,7 @@ class KafkaPublisher:
         # a source without server-side state (MariaDB/MySQL: no slot) starts from the last source
         # transaction it committed to Kafka, else from where the consumer's Iceberg tables are
         self.committed_resume = committed_resume
+        self.consumer_started = consumer_started  # has the consumer committed any position yet?
         self.bootstrap = bootstrap
         self.prefix = topic_prefix
         self.source_name = source_name
@@ -219,7 +221,7 @@ class KafkaPublisher:
                 self.source.prepare()
                 if getattr(self.source, "has_slot_state", False):
                     if self.source.slot_status() in (None, "lost"):
-                        self._wait("the consumer's snapshot to create the slot")
+                        self._wait("the consumer's snapshot to create the slot", legitimate=True)
                         stop.wait(0.5)
                         continue
                     start = None  # the slot remembers what was acknowledged
@@ -227,7 +229,11 @@ class KafkaPublisher:
                 else:
                     start = self.start_position()
                     if start is None:
-                        self._wait("a resume point: no marker on the control topic and no position in Iceberg")
+                        if self.consumer_started is None or not self.consumer_started():
+                            self._wait("the consumer's initial snapshot", legitimate=True)
+                        else:  # not legitimate: the stall detector reports it if the source moves on
+                            self._wait("a resume point: the control topic holds no marker and the consumer's "
+                                       "position carries no source resume")
                         stop.wait(0.5)
                         continue
                 self.waiting_for = None
@@ -258,7 +264,9 @@ class KafkaPublisher:
         if watchdog is not None:
             watchdog.join(5)
 
-    def _wait(self, why: str) -> None:
+    def _wait(self, why: str, *, legitimate: bool = False) -> None:
+        if legitimate:
+            self.stall.waiting()
         if self.state != "stalled":
             self.state = "waiting"
         if self.waiting_for != why:

@@ -174,16 +174,20 @@ class MySQLCdcSource:
             only_tables=[s.source_table.split(".", 1)[1] for s in specs])
         gtid, seq, idx, ts, domain_server = None, 0, 0, None, None
         conn = None
+        reader = self._stream
         try:
-            for ev in self._stream:
-                if self._stream._stream_connection is not conn:
+            for ev in reader:
+                if self._stream is not reader:  # closed from another thread (a stall's restart)
+                    raise SourceUnavailable(f"{self.source.kind} CDC source '{self.source.name}': binlog stream "
+                                            "closed", source=self.source.name)
+                if reader._stream_connection is not conn:
                     if conn is not None:
                         # mysql-replication reconnected by itself after a lost connection: it restarts
                         # from where this stream began, perhaps in the middle of a transaction whose
                         # first rows were already handed on. Start over from the caller's position.
                         raise SourceUnavailable(f"{self.source.kind} CDC source '{self.source.name}': binlog "
                                                 "connection lost", source=self.source.name)
-                    conn = self._stream._stream_connection
+                    conn = reader._stream_connection
                 if isinstance(ev, HeartbeatLogEvent):
                     yield None
                     continue

@@ -37,12 +37,18 @@ class StallDetector:
         self.stalls = 0
 
     def restarted(self, covered: int | None = None) -> None:
-        """The publisher (re)started from `covered` (None: unknown, e.g. a slot): a fresh wait."""
-        self.since = self.clock()
+        """The publisher (re)started from `covered` (None: unknown, e.g. a slot). The clock runs on:
+        a publisher that restarts again and again without publishing is stalled too."""
         if covered is not None:
             self.covered = max(self.covered or 0, covered)
+
+    def waiting(self) -> None:
+        """A legitimate wait (the consumer's initial snapshot, which no publisher can run ahead of):
+        the clock starts again, from a fresh baseline."""
+        self.since = self.clock()
         self.baseline = None
         self.ahead_since = None
+        self.evidence = None
 
     def published(self, position: int | None = None) -> None:
         """A Kafka transaction committed (up to source position `position`): progress, even a resend."""
