@@ -32,6 +32,7 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Callable, Iterator
 
+from eai_ray.errors import SourceUnavailable
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd
 from eai_ray.ingestion.cdc.stall import StallDetector
 from eai_ray.ingestion.cdc.trace import enabled as trace_enabled
@@ -187,6 +188,7 @@ class KafkaPublisher:
         self.check_every_s = check_every_s if check_every_s is not None else max(0.5, min(5.0, stall_seconds / 6))
         self.last_stall: dict[str, Any] | None = None
         self._restart = threading.Event()
+        self._broker_suspect = False  # restarted after a Kafka failure: resume from the consumer's position
         self._commit_conns: frozenset | None = None  # the producer's connections at its last commit
         self._producer = None
 
@@ -251,6 +253,8 @@ class KafkaPublisher:
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, the source resends unacked
                 attempt += 1
                 self.restarts += 1
+                if not isinstance(exc, SourceUnavailable):  # a Kafka failure (or a stall): trust the broker less
+                    self._broker_suspect = True
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if self.state != "stalled":
                     self.state = "retrying"
@@ -345,20 +349,33 @@ class KafkaPublisher:
 
     # ------------------------------------------------------------------ resume point
     def start_position(self) -> str | None:
-        """Resume token after the last source transaction committed to the control topic, else the
-        source position the consumer holds in Iceberg (its snapshot's, or the source resume carried
-        in its Kafka token). The later of the two wins: a broker that lost its log (or a recreated
-        topic) must not send the publisher back before what the consumer already holds, nor leave
-        it without a start."""
+        """Where a source without a slot (MariaDB/MySQL) starts: after the last marker committed to
+        the control topic, or from the source position the consumer holds in Iceberg (its
+        snapshot's GTID, or the GTID its Kafka token carries) when that is the safer start:
+
+        - the control topic holds no marker (a broker that lost its log: before this, the
+          publisher waited forever, publishing nothing, while the consumer sat at offset 0 of 0);
+        - the control topic is behind the consumer (the broker lost its last acknowledged
+          transactions: noida-db does when it restarts);
+        - this publisher restarted after a Kafka failure (a broker restart may have lost part of
+          what it acknowledged, a marker perhaps without all its events).
+
+        The consumer's position resends at most its lag (repeats it drops) and never skips a
+        change: the rule the PostgreSQL slot follows (acknowledged only up to the consumer's
+        Iceberg commit). Otherwise the control topic's marker: no resend at all."""
         tail = control_tail(self.bootstrap, control_topic(self.prefix, self.source_name))
         last = tail.get("resume")
         held = self.committed_resume() if self.committed_resume else None
-        start, why = last, "control topic"
-        if last is None and held is not None:
-            start, why = held, "consumer (Iceberg)"
-        elif last is not None and held is not None and (self._position_of(held) or 0) > (self._position_of(last) or 0):
-            # the broker holds less than the consumer already has: its log was lost or truncated
+        if held is None:
+            start, why = last, "control topic"
+        elif last is None:
+            start, why = held, "consumer (Iceberg): no marker on the control topic"
+        elif (self._position_of(held) or 0) > (self._position_of(last) or 0):
             start, why = held, "consumer (Iceberg): ahead of the control topic"
+        elif self._broker_suspect:
+            start, why = held, "consumer (Iceberg): restarted after a Kafka failure"
+        else:
+            start, why = last, "control topic"
         self.resume_from = {"from": why if start else None, "resume": start, "control_last": last,
                             "control_end": tail.get("end"), "control_hw": tail.get("hw"),
                             "control_last_offset": tail.get("offset"), "consumer": held}
@@ -416,9 +433,9 @@ class KafkaPublisher:
         conns = _conn_ids(p)
         if conns is not None and self._commit_conns and self._commit_conns - conns:
             # the broker connection changed since the last commit: a restarted broker may have lost
-            # transactions it had acknowledged (noida-db does). Start over from what it now holds.
-            raise ConnectionResetError("kafka: broker connection changed since the last commit; "
-                                       "resuming from what the broker holds")
+            # transactions it had acknowledged (noida-db does). Start over from the consumer's position.
+            raise ConnectionResetError("kafka: broker connection changed since the last commit (it may have lost "
+                                       "acknowledged transactions); resuming from the consumer's position")
         p.begin_transaction()
         try:
             ctl = control_topic(self.prefix, self.source_name)
@@ -444,6 +461,7 @@ class KafkaPublisher:
                 pass
             raise
         self._commit_conns = conns
+        self._broker_suspect = False
         first = self.state != "publishing" or self.stall.covered is None
         self.published_tx += len(txs)
         self.published_events += sum(len(e) for _, e, _ in txs)
