@@ -7,6 +7,10 @@ instead of failing the read. Date and time columns are always kept as text in
 bronze (SQLite has no date type; the text is the source's truth); ``discover``
 reports the type their values look like.
 
+Identifiers are double-quoted by ``q`` everywhere. Keys come from the file: the primary key,
+else a unique index over NOT NULL columns. ``tables: ["*"]`` stands for ``list_tables()``:
+the tables and views of the file (SQLite's own ``sqlite_*`` tables left out).
+
 Example::
 
     from eai_ray.config import SQLiteSource
@@ -25,7 +29,7 @@ import pyarrow as pa
 
 from eai_ray.config import DbTable, SQLiteSource
 from eai_ray.errors import EaiError, SourceError, SourceNotFound, SourceUnavailable
-from eai_ray.ingestion._db import TableResources, rebatch
+from eai_ray.ingestion._db import TableResources, choose_key, listed, rebatch
 from eai_ray.ingestion.base import Batch, ColumnInfo, DiscoveredSchema, Partition
 
 SAMPLE_ROWS = 10_000  # rows discover() samples to infer date/time types
@@ -73,8 +77,14 @@ class SQLiteConnector(TableResources):
         """Open the file read-only and run ``SELECT 1``; unknown tables raise SourceNotFound."""
         self._execute("SELECT 1")
         for t in self.source.tables:
-            if t.table:
+            if t.table and not t.is_wildcard:
                 self._columns(t)
+
+    def list_tables(self) -> list[str]:
+        """Tables and views of the file, without SQLite's own, eai's own and ``exclude`` matches."""
+        rows = self._execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                             "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'")
+        return listed((r[0] for r in rows), self.source.exclude)
 
     def discover(self, resource: str) -> DiscoveredSchema:
         """Declared types mapped to Arrow; date/time columns report the type their values parse as."""
@@ -89,7 +99,9 @@ class SQLiteConnector(TableResources):
             if why == "date/time":
                 info = self._infer_temporal(table, info)
             cols.append(info)
-        pk = table.primary_key or [c.name for c in cols if c.primary_key]
+        pk = list(table.primary_key) or self._key(table, columns)
+        for c in cols:
+            c.primary_key = c.name in pk
         estimate = self._execute(f"SELECT count(*) FROM {self._relation(table)}")[0][0]
         return DiscoveredSchema(table.name, cols, pk, estimate)
 
@@ -158,6 +170,23 @@ class SQLiteConnector(TableResources):
             raise SourceNotFound(f"sqlite source '{self.name}': table {table.table} does not exist",
                                  source=self.name, resource=table.name)
         return [(r[1], r[2] or "", bool(r[3]), r[5]) for r in rows]
+
+    def _key(self, table: DbTable, columns: list[tuple[str, str, bool, int]]) -> list[str]:
+        """The primary key (in key order), else a unique index over NOT NULL columns; [] for queries and views."""
+        if table.query:
+            return []
+        pk = [name for name, _, _, pos in sorted(columns, key=lambda c: c[3]) if pos > 0]
+        if pk:
+            return pk
+        not_null = {name for name, _, notnull, _ in columns if notnull}
+        candidates = []
+        for _seq, index, unique, _origin, partial in self._execute(f"PRAGMA index_list({q(table.table)})"):
+            if not unique or partial:
+                continue
+            cols = [r[2] for r in self._execute(f"PRAGMA index_info({q(index)})")]
+            if cols and all(c is not None for c in cols):  # None: an expression, not a column
+                candidates.append((index, False, all(c in not_null for c in cols), cols))
+        return choose_key(candidates)[0]
 
     def _where(self, table: DbTable, checkpoint: dict[str, Any] | None) -> tuple[str, list[Any]]:
         inc = table.incremental

@@ -106,7 +106,7 @@ def pg_expected(r: dict[str, Any]) -> dict[str, Any]:
     i = r["id"]
     big = Decimal(i) / 3 if i % 2 else None
     return {**r, "uid": str(uuid.UUID(int=i)), "doc": json.dumps({"k": i, "tag": "é"}, ensure_ascii=False),
-            "tags": "{a," + str(i) + "}", "big": None if big is None else str(big)}
+            "tags": "{a," + str(i) + "}", "big": big, "_eai_raw": None, "_eai_error": None}
 
 
 def test_pg_discover_maps_types(pg_db):
@@ -116,9 +116,16 @@ def test_pg_discover_maps_types(pg_db):
         "id": pa.int64(), "small": pa.int16(), "amount": pa.decimal128(18, 6), "ratio": pa.float64(),
         "ok": pa.bool_(), "day": pa.date32(), "ts": pa.timestamp("us"),
         "updated_at": pa.timestamp("us", tz="UTC"), "label": pa.string(), "raw": pa.binary(),
-        "uid": pa.string(), "doc": pa.string(), "tags": pa.string(), "big": pa.string()}
+        "uid": pa.string(), "doc": pa.string(), "tags": pa.string(),
+        # numeric without precision: Decimal(i) / 3 has 28 decimals and at most 5 integer digits
+        "big": pa.decimal128(38, 28)}
     assert schema.primary_key == ["id"]
-    assert not next(c for c in schema.columns if c.name == "updated_at").nullable
+    # dates and timestamps are guarded (infinity, BC): a NOT NULL column may read NULL for a quarantined value ...
+    assert next(c for c in schema.columns if c.name == "updated_at").nullable
+    assert schema.arrow_schema().names[-2:] == ["_eai_raw", "_eai_error"]
+    # ... but never when out-of-range values are clamped
+    clamped = pg_conn(pg_db, on_out_of_range="clamp").discover("wide")
+    assert not next(c for c in clamped.columns if c.name == "updated_at").nullable
     assert abs(schema.row_estimate - N) < N * 0.05
 
 
@@ -276,7 +283,8 @@ def my_conn(my_db, monkeypatch, **over):
 
 def my_expected(r: dict[str, Any]) -> dict[str, Any]:
     i = r["id"]
-    return {**r, "u": i * 40_000, "doc": json.dumps({"k": i, "tag": "é"}, ensure_ascii=False), "kind": "ab"[i % 2]}
+    return {**r, "u": i * 40_000, "doc": json.dumps({"k": i, "tag": "é"}, ensure_ascii=False), "kind": "ab"[i % 2],
+            "_eai_raw": None, "_eai_error": None}
 
 
 def test_my_discover_maps_types(my_db, monkeypatch):

@@ -115,3 +115,66 @@ def test_driver_resolved_secrets_reach_workers_without_their_env(monkeypatch):
     monkeypatch.delenv("ONLY_ON_DRIVER")
     provide_secrets(shipped)  # what an actor does with what the driver sent
     assert cfg.sources[0].password.resolve() == "pw1"
+
+
+# ---------------------------------------------------------------------- whole schemas and out-of-range values
+def _pg(**over):
+    return parse_pipeline({"name": "x", "sources": [{"kind": "postgres", "name": "pg", "database": "d", **over}]}
+                          ).sources[0]
+
+
+def test_table_entries_may_be_plain_strings_and_a_wildcard():
+    src = _pg(tables=["orders", "*", {"name": "recent", "query": "SELECT 1"}])
+    assert [(t.name, t.table, t.is_wildcard) for t in src.tables] == [
+        ("orders", "orders", False), ("*", None, True), ("recent", None, False)]
+    assert src.on_out_of_range == "quarantine" and src.exclude == []
+
+
+def test_schema_without_tables_means_every_table():
+    from eai_ray.config import has_wildcard
+
+    src = _pg(schema="sales data")
+    assert src.schema_ == "sales data" and [t.name for t in src.tables] == ["*"] and has_wildcard(src)
+    with pytest.raises(ConfigError, match="tables"):
+        _pg()  # neither schema nor tables: still an error naming the field
+
+
+def test_wildcard_takes_no_table_settings():
+    with pytest.raises(ConfigError) as e:
+        _pg(tables=[{"name": "*", "primary_key": ["id"]}])
+    assert "sources[0].tables[0]" in str(e.value) and "list a table by name" in str(e.value)
+    assert _pg(tables=[{"name": "*", "on_out_of_range": "clamp"}]).tables[0].on_out_of_range == "clamp"
+
+
+@pytest.mark.parametrize("where", ["source", "table"])
+def test_on_out_of_range_is_validated(where):
+    bad = {"on_out_of_range": "ignore"}
+    over = bad if where == "source" else {"tables": [{"name": "t", **bad}]}
+    with pytest.raises(ConfigError) as e:
+        _pg(**({"tables": ["t"]} | over))
+    assert "on_out_of_range" in str(e.value) and "'quarantine', 'clamp' or 'null'" in str(e.value)
+
+
+def test_expand_tables_keeps_explicit_entries_and_applies_exclude():
+    from eai_ray.config import expand_tables, has_wildcard
+
+    src = _pg(tables=[{"name": "o", "table": "orders", "incremental": {"cursor": "at"}}, "*", "customers"],
+              schema="shop", exclude=["tmp_*"], on_out_of_range="clamp")
+    names = ["customers", "orders", "tmp_x", "line.items", "shop_view"]
+    out = expand_tables(src, names)
+    assert not has_wildcard(out) and src.tables[1].is_wildcard  # a copy; the source is left as it was
+    assert [t.name for t in out.tables] == ["o", "line.items", "shop_view", "customers"]
+    assert out.tables[0].incremental.cursor == "at"  # explicit settings kept
+    dotted = out.tables[1]
+    assert (dotted.table, dotted.schema_, dotted.on_out_of_range) == ("line.items", "shop", None)
+    assert expand_tables(out, ["anything"]) is out  # nothing to expand
+    assert out.on_out_of_range == "clamp"
+
+
+def test_expand_tables_for_mysql_and_sqlite():
+    from eai_ray.config import MySQLSource, SQLiteSource, expand_tables
+
+    my = MySQLSource(kind="mariadb", name="m", database="crm", tables=["*"], exclude=["audit_*"])
+    assert [(t.name, t.schema_) for t in expand_tables(my, ["audit_log", "contacts"]).tables] == [("contacts", "crm")]
+    lite = SQLiteSource(kind="sqlite", name="l", path="a.db", tables=["*"])
+    assert [(t.name, t.table) for t in expand_tables(lite, ["a b", "c"]).tables] == [("a b", "a b"), ("c", "c")]
