@@ -49,7 +49,7 @@ class SecretRef(str):
         if ref.startswith("file:"):
             path = Path(ref[5:]).expanduser()
             try:
-                return path.read_text().strip()
+                return _clean_secret(path.read_text(), str(path))
             except OSError as exc:
                 raise SecretError(f"cannot read secret file {path}: {exc.strerror}",
                                   expected="a readable file holding the secret") from None
@@ -61,16 +61,34 @@ class SecretRef(str):
         if value is None:
             raise SecretError(f"environment variable {m.group(1)} is not set",
                               expected=f"export {m.group(1)}=... before running")
-        return value
+        return _clean_secret(value, m.group(1))
 
     def __repr__(self) -> str:
         return f"SecretRef({str(self)!r})"
 
 
+def _clean_secret(value: str, where: str) -> str:
+    """The secret without surrounding whitespace (a trailing newline from `echo` or a file); a line
+    break or control character inside it is refused, naming where it came from, never the value.
+    Every resolved value is handed to the redaction layer, so no message or log line can show it."""
+    from eai_ray.redact import remember
+
+    value = value.strip()
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise SecretError(f"the secret in {where} holds a line break or control character inside it",
+                          expected="one line with no control characters")
+    remember(value)
+    return value
+
+
 def provide_secrets(values: dict[str, str] | None) -> None:
     """Make secrets resolved by the driver available in this process (a Ray actor or task)."""
     if values:
+        from eai_ray.redact import remember
+
         _PROVIDED.update(values)
+        for v in values.values():
+            remember(v)
 
 
 def secret_refs(node: Any) -> list[SecretRef]:
@@ -157,6 +175,12 @@ class Incremental(Model):
 
 OnOutOfRange = Literal["quarantine", "clamp", "null"]
 WILDCARD = "*"  # a table entry that stands for every table and view of the source's schema
+
+
+# source, silver and gold names become parts of Iceberg identifiers ("silver.<name>"), where a dot
+# would start a nested namespace; resource names may hold dots (derived table names replace them)
+TableName = Annotated[str, Field(pattern=r"^[^.\s/\\]+$", max_length=200,
+                                 description="no dots, spaces or slashes")]
 
 
 class DbTable(Model):
@@ -287,7 +311,7 @@ class CdcConfig(Model):
 
 
 class _DbSource(Model):
-    name: str
+    name: TableName
     host: str = "127.0.0.1"
     port: int | None = None
     database: str
@@ -327,7 +351,7 @@ class MySQLSource(_DbSource):
 
 class SQLiteSource(Model):
     kind: Literal["sqlite"]
-    name: str
+    name: TableName
     path: str
     tables: list[DbTable] = Field(min_length=1, description="tables, views or queries; '*' = every table and view")
     exclude: list[str] = Field(default_factory=list, description="glob patterns of table names '*' skips")
@@ -389,7 +413,7 @@ def _excluded(name: str, patterns: list[str]) -> bool:
 
 class FileSource(Model):
     kind: Literal["files"]
-    name: str
+    name: TableName
     path: str = Field(description="local folder or fsspec URI such as s3://bucket/prefix")
     resources: list[FileResource] = Field(min_length=1)
     storage_options: dict[str, Any] = Field(default_factory=dict)
@@ -397,7 +421,7 @@ class FileSource(Model):
 
 class RestSource(Model):
     kind: Literal["rest"]
-    name: str
+    name: TableName
     base_url: str
     auth: RestAuth = Field(default_factory=RestAuth)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -510,7 +534,7 @@ class EnrichSpec(Model):
 
 
 class SilverTable(Model):
-    name: str
+    name: TableName
     source: str = Field(description="'<source name>.<resource name>'")
     primary_key: list[str] = Field(default_factory=list)
     sequence_by: str | None = Field(default=None, description="column ordering versions of a key: latest wins")
@@ -526,13 +550,14 @@ class SilverTable(Model):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v.count(".") != 1:
+        src, dot, res = v.partition(".")
+        if not dot or not src or not res:
             raise ValueError("write '<source name>.<resource name>', e.g. 'shop.customers'")
         return v
 
 
 class GoldModel(Model):
-    name: str
+    name: TableName
     sql: str
     description: str | None = None
 
@@ -569,8 +594,9 @@ class PipelineConfig(Model):
 
     @model_validator(mode="after")
     def _cross_refs(self):
-        names = [s.name for s in self.sources]
-        dup = {n for n in names if names.count(n) > 1}
+        from collections import Counter
+
+        dup = {n for n, k in Counter(s.name for s in self.sources).items() if k > 1}
         if dup:
             raise ValueError(f"duplicate source names: {sorted(dup)}")
         known = {f"{s.name}.{r.name}" for s in self.sources for r in resources_of(s)}
@@ -634,11 +660,106 @@ def _field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
+# --------------------------------------------------------------------------- safe loading
+MAX_CONFIG_BYTES = 1 << 20  # a pipeline file is a page or two; this is far beyond any real one
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 200_000  # values once aliases are expanded: an alias bomb stops here, cheaply
+
+_SECRET_NAME = re.compile(r"(^|[-_.])(auth\w*|token|secret\w*|password|passwd|pwd|api[-_]?key|apikey|"
+                          r"access[-_]?key\w*|private[-_]?key|credentials?|cookie|session[-_]?token)"
+                          r"($|[-_.])|^(key|sig|signature)$", re.I)
+_URI_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/@]*)@")
+
+
+def _yaml_shape(text: str, file: str) -> None:
+    """Refuse oversized or deeply nested YAML before building it (the composer recurses)."""
+    if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the file is larger than {MAX_CONFIG_BYTES >> 10} KiB", file=file,
+                          expected="a pipeline YAML of normal size")
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                mark = event.start_mark
+                raise ConfigError(f"nesting deeper than {MAX_YAML_DEPTH} levels at line {mark.line + 1}",
+                                  file=file, expected="a flatter document")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _expanded_size(data: Any, file: str) -> None:
+    """Count the values the document stands for once aliases are expanded, without expanding them."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError("an alias refers to a value that contains it (a recursive YAML alias)",
+                              file=file, expected="aliases of finished values only")
+        active.add(key)
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        total = 1
+        for _, child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise ConfigError(f"the document expands to more than {MAX_YAML_NODES:,} values through its "
+                                  "aliases", file=file, expected="fewer or smaller YAML aliases")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+
+
+def _refuse_literal_secrets(data: dict, file: str) -> None:
+    """Fields that can carry a credential must hold a reference (``${VAR}`` or ``file:/path``)."""
+    def is_ref(v: Any) -> bool:
+        return isinstance(v, str) and (v.startswith("file:") or bool(_ENV_REF.fullmatch(v.strip())))
+
+    def named(mapping: Any, where: str) -> None:
+        for k, v in (mapping or {}).items() if isinstance(mapping, dict) else ():
+            if _SECRET_NAME.search(str(k)) and v not in (None, "") and not is_ref(v):
+                raise ConfigError(f"'{k}' looks like a credential but holds a literal value", file=file,
+                                  field=f"{where}.{k}", expected="a reference: ${ENV_VAR} or file:/path/to/secret")
+
+    def uri(value: Any, where: str) -> None:
+        m = _URI_USERINFO.match(value) if isinstance(value, str) else None
+        if m and ":" in m.group(1):
+            password = m.group(1).split(":", 1)[1]
+            if password and not _ENV_REF.fullmatch(password):
+                raise ConfigError("the URI holds a literal password", file=file, field=where,
+                                  expected="user:${ENV_VAR}@host (the password as a reference)")
+
+    for i, src in enumerate(data.get("sources") or []):
+        if not isinstance(src, dict):
+            continue
+        named(src.get("headers"), f"sources[{i}].headers")
+        named(src.get("storage_options"), f"sources[{i}].storage_options")
+        for key in ("base_url", "path"):
+            uri(src.get(key), f"sources[{i}].{key}")
+        for j, res in enumerate(src.get("resources") or []):
+            if isinstance(res, dict):
+                named(res.get("params"), f"sources[{i}].resources[{j}].params")
+    catalog = data.get("catalog") if isinstance(data.get("catalog"), dict) else {}
+    uri(catalog.get("uri"), "catalog.uri")
+    uri(catalog.get("warehouse"), "catalog.warehouse")
+    named(catalog.get("properties"), "catalog.properties")
+    uri(data.get("metadata_uri"), "metadata_uri")
+
+
 def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
     """Validate an already-loaded mapping; errors name file, field and expectation."""
     if not isinstance(data, dict):
         raise ConfigError("the pipeline must be a YAML mapping", file=file,
                           expected="keys such as name, sources, silver, gold")
+    _expanded_size(data, file)
+    _refuse_literal_secrets(data, file)
     try:
         data = _interpolate(data)
         cfg = PipelineConfig.model_validate({**data, "source_file": None})
@@ -673,6 +794,7 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file: {exc}", file=path) from None
     try:
+        _yaml_shape(text, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

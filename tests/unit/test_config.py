@@ -1,4 +1,6 @@
 """Pipeline YAML validation: every bad input names the file, the field and the fix."""
+import json
+
 import pytest
 
 from eai_ray.config import load_pipeline, parse_pipeline
@@ -178,3 +180,69 @@ def test_expand_tables_for_mysql_and_sqlite():
     assert [(t.name, t.schema_) for t in expand_tables(my, ["audit_log", "contacts"]).tables] == [("contacts", "crm")]
     lite = SQLiteSource(kind="sqlite", name="l", path="a.db", tables=["*"])
     assert [(t.name, t.table) for t in expand_tables(lite, ["a b", "c"]).tables] == [("a b", "a b"), ("c", "c")]
+
+
+# ---------------------------------------------------------------------- safe loading and secrets
+def _write(tmp_path, text):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines += ["name: p", "sources: [{kind: rest, name: r, base_url: 'http://h', resources: [{name: x, path: /x, "
+              "params: {p: *a8}}]}]"]
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_pipeline(_write(tmp_path, "\n".join(lines)))
+
+
+def test_deep_and_recursive_yaml_give_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="nesting deeper"):
+        load_pipeline(_write(tmp_path, "name: p\nx: " + "[" * 5000 + "]" * 5000))
+    with pytest.raises(ConfigError, match="recursive"):
+        load_pipeline(_write(tmp_path, "name: p\nsources: &s [*s]\n"))
+
+
+def test_literal_secrets_are_refused_where_credentials_go(tmp_path):
+    base = {"name": "p", "sources": [{"kind": "rest", "name": "r", "base_url": "https://api.x",
+                                      "resources": [{"name": "a", "path": "/a"}]}]}
+    cases = [
+        (("sources", 0, "headers"), {"X-API-Key": "abc123"}, "sources[0].headers.X-API-Key"),
+        (("sources", 0, "resources", 0, "params"), {"api_key": "abc123"}, "sources[0].resources[0].params.api_key"),
+    ]
+    for path, value, field in cases:
+        data = json.loads(json.dumps(base))
+        node = data
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        with pytest.raises(ConfigError) as err:
+            parse_pipeline(data)
+        assert err.value.context.get("field") == field and "abc123" not in str(err.value)
+    data = json.loads(json.dumps(base))
+    data["metadata_uri"] = "postgresql://eai:hunter22@db/eai"
+    with pytest.raises(ConfigError, match="literal password") as err:
+        parse_pipeline(data)
+    assert "hunter22" not in str(err.value)
+    data["metadata_uri"] = "postgresql://eai:${META_PW}@db/eai"
+    data["sources"][0]["headers"] = {"X-API-Key": "${EAI_T_KEY:-k}", "X-Tenant": "acme"}
+    parse_pipeline({**data, "metadata_uri": "postgresql://eai:${META_PW:-x}@db/eai"})
+
+
+def test_secret_values_are_trimmed_refused_with_inner_breaks_and_redacted(monkeypatch):
+    from eai_ray.config import SecretRef
+    from eai_ray.errors import SecretError, SourceError
+    from eai_ray.redact import redact
+
+    monkeypatch.setenv("EAI_T_TOKEN", "tok-0123456789\n")
+    assert SecretRef("${EAI_T_TOKEN}").resolve() == "tok-0123456789"
+    err = SourceError("server said: bad token tok-0123456789", token="tok-0123456789")
+    assert "tok-0123456789" not in str(err) and "tok-0123456789" not in json.dumps(err.to_dict())
+    assert redact("x tok-0123456789 y") == "x *** y"
+    monkeypatch.setenv("EAI_T_TOKEN", "tok-01\n23456789")
+    with pytest.raises(SecretError, match="line break") as e:
+        SecretRef("${EAI_T_TOKEN}").resolve()
+    assert "23456789" not in str(e.value)
