@@ -352,6 +352,8 @@ class PipelineRunner:
             raise _error_from(health["error"])
         discovered = handle.discover(resource.name)
         rep.source_format = getattr(discovered, "format_info", None) or None
+        for why in (getattr(discovered, "warnings", None) or {}).values():
+            rep.notes.append(f"warning: {why}")  # e.g. a numeric too wide for a decimal, kept as text
         self.store.record_schema(f"source:{rep.source}", discovered.to_dict(), run_id=self.run_id)
         bronze = rep.bronze
         checkpoint, load_id = self._bronze_state(bronze)
