@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,7 +31,7 @@ import pyarrow as pa
 from eai_ray.config import DbTable, SQLiteSource
 from eai_ray.errors import EaiError, SourceError, SourceNotFound, SourceUnavailable
 from eai_ray.ingestion._db import TableResources, choose_key, listed, rebatch
-from eai_ray.ingestion.base import Batch, ColumnInfo, DiscoveredSchema, Partition
+from eai_ray.ingestion.base import ERROR_COLUMN, RAW_COLUMN, Batch, ColumnInfo, DiscoveredSchema, Partition
 
 SAMPLE_ROWS = 10_000  # rows discover() samples to infer date/time types
 
@@ -138,6 +139,7 @@ class SQLiteConnector(TableResources):
                 # read-only: a connector must never create or change the source
                 self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                              check_same_thread=False)
+                self._conn.text_factory = _text  # bad UTF-8 is flagged per value, not a failed table
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
         return self._conn
@@ -234,15 +236,65 @@ class SQLiteConnector(TableResources):
 
     def _fetch(self, sql: str, params: list[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.Table]:
         cur = self._connect().cursor()
+        text = [i for i, f in enumerate(schema) if pa.types.is_string(f.type)]
         try:
             cur.execute(sql, params)
             while rows := cur.fetchmany(batch_rows):
                 cols = list(zip(*rows))
-                yield pa.table([_array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
+                flagged = _undecodable(cols, text, schema) if text else None
+                table = pa.table([_array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
+                if flagged is not None:
+                    raw, errors = flagged
+                    table = table.append_column(RAW_COLUMN, pa.array(raw, pa.string()))
+                    table = table.append_column(ERROR_COLUMN, pa.array(errors, pa.string()))
+                yield table
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         finally:
             cur.close()
+
+
+class _Undecodable(bytes):
+    """TEXT whose bytes are not UTF-8 (SQLite stores whatever it is given)."""
+
+
+def _text(data: bytes) -> str | _Undecodable:
+    """The connection's text factory: UTF-8, or the bytes themselves, marked, for the row to be flagged."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(data)
+
+
+def _undecodable(cols: list[tuple], text: list[int], schema: pa.Schema):
+    """(raw, errors) per row when a text value of the batch is not UTF-8, else None.
+
+    Such a value becomes NULL; the row keeps its original bytes in ``_eai_raw`` (a JSON object
+    ``{"column": "base64:..."}``) and ``_eai_error`` names the column, so silver quarantines it
+    under ``type:<column>`` and bronze never holds a replacement character.
+    """
+    import base64
+
+    bad_rows: dict[int, dict[str, str]] = {}
+    for i in text:
+        values = cols[i]
+        if not any(type(v) is _Undecodable for v in values):
+            continue
+        fixed = list(values)
+        for r, v in enumerate(values):
+            if type(v) is _Undecodable:
+                bad_rows.setdefault(r, {})[schema[i].name] = "base64:" + base64.b64encode(v).decode()
+                fixed[r] = None
+        cols[i] = tuple(fixed)
+    if not bad_rows:
+        return None
+    n = len(cols[0])
+    raw, errors = [None] * n, [None] * n
+    for r, found in bad_rows.items():
+        raw[r] = json.dumps(found, ensure_ascii=False)
+        errors[r] = "; ".join(f"type:{c}: value is not valid UTF-8 text (its bytes are kept base64 in _eai_raw)"
+                              for c in found)
+    return raw, errors
 
 
 def _array(values: tuple, typ: pa.DataType) -> pa.Array:

@@ -122,13 +122,34 @@ def _coerce(arr: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array, pa.Arr
 
 
 def _record_json(bronze: pa.Table) -> pa.Array:
-    """Each row as JSON text: the raw record when the connector kept it, else the typed columns."""
-    if "_eai_raw" in bronze.column_names:
-        raw = bronze.column("_eai_raw").combine_chunks()
-        if raw.null_count < len(raw):
-            typed = _typed_json(bronze)
-            return pc.if_else(pc.is_null(raw), typed, raw)
-    return _typed_json(bronze)
+    """Each (rejected) row as text: the raw record when the connector kept it, else the typed columns.
+
+    A database connector keeps only the values it could not type, as a JSON object; those are laid
+    over the typed row, so the record shows the whole row with the source's own text where it matters.
+    """
+    import json
+
+    typed = _typed_json(bronze)
+    if "_eai_raw" not in bronze.column_names:
+        return typed
+    raw = bronze.column("_eai_raw").combine_chunks().cast(pa.string())
+    if raw.null_count == len(raw):
+        return typed
+    out = []
+    for r, t in zip(raw.to_pylist(), typed.to_pylist()):
+        if r is None:
+            out.append(t)
+            continue
+        try:
+            partial = json.loads(r) if r.startswith("{") else None
+            whole = json.loads(t) if t else None
+        except ValueError:
+            partial = whole = None
+        if isinstance(partial, dict) and isinstance(whole, dict) and set(partial) <= set(whole):
+            out.append(json.dumps({**whole, **partial}, ensure_ascii=False))
+        else:
+            out.append(r)
+    return pa.array(out, pa.string())
 
 
 def _typed_json(bronze: pa.Table) -> pa.Array:

@@ -131,3 +131,23 @@ def test_whole_database_with_exclude_lands_every_table_and_view(tmp_path):
     assert rows(cfg, "silver.s_b").num_rows == 3  # a keyless table keeps its repeated rows
     summary, again = run(cfg)
     assert all(t.inserted == 0 and t.bronze_rows == 0 and t.reconciled for t in again.values())
+
+
+def test_text_that_is_not_utf8_is_quarantined_per_value_with_its_bytes(tmp_path):
+    import base64
+    import json
+
+    db = tmp_path / "bytes.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, w TEXT)")
+    con.execute("INSERT INTO t VALUES (1, 'ok', 'fine')")
+    con.execute("INSERT INTO t VALUES (2, CAST(X'626164fffe' AS TEXT), 'other')")
+    con.commit()
+    cfg = parse_pipeline({"name": "bytes", "state_dir": str(tmp_path / "state"),
+                          "sources": [{"kind": "sqlite", "name": "s", "path": str(db), "tables": ["t"]}]})
+    summary, reps = run(cfg)
+    rep = reps["s.t"]
+    assert summary.status == "ok" and rep.inserted == 1 and rep.quarantine_reasons == {"type:v": 1}
+    record = json.loads(rows(cfg, "quarantine.s_t").column("_eai_record")[0].as_py())
+    assert record["id"] == 2 and record["w"] == "other"
+    assert base64.b64decode(record["v"].removeprefix("base64:")) == b"bad\xff\xfe"
