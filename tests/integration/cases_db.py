@@ -15,6 +15,7 @@ import os
 import socket
 import sqlite3
 import uuid
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import pytest
@@ -45,6 +46,26 @@ def pg_admin(dbname: str = "postgres"):
     conn = psycopg2.connect(dbname=dbname, **PG)
     conn.autocommit = True
     return conn
+
+
+@contextmanager
+def private_pg_database(setup=None) -> Iterator[str]:
+    """A private PostgreSQL database; `setup(cursor)` fills it; dropped (with its connections) at exit."""
+    name = f"eai_test_{suffix()}"
+    admin = pg_admin()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        if setup is not None:
+            conn = pg_admin(name)
+            with conn.cursor() as cur:
+                setup(cur)
+            conn.close()
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from eai_ray.config import MySQLSource, PostgresSource
 from eai_ray.errors import AuthenticationFailed, SourceNotFound, SourceUnavailable
 from eai_ray.ingestion.base import merge_checkpoints
-from tests.integration.cases_db import MY, PG, free_port, my_admin, pg_admin, suffix
+from tests.integration.cases_db import MY, PG, free_port, my_admin, pg_admin, private_pg_database, suffix
 
 N = 50_000
 UTC = dt.timezone.utc
@@ -70,12 +70,7 @@ def assert_no_leak(exc: BaseException, *secrets: str) -> None:
 def pg_db():
     from psycopg2.extras import execute_values
 
-    name = f"eai_test_{suffix()}"
-    admin = pg_admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn = pg_admin(name)
-    with conn.cursor() as cur:
+    def setup(cur):
         cur.execute("""CREATE TABLE wide (
             id bigint PRIMARY KEY, small int2, amount numeric(18,6), ratio float8, ok bool, day date,
             ts timestamp, updated_at timestamptz NOT NULL, label text, raw bytea,
@@ -86,11 +81,9 @@ def pg_db():
              ["a", str(r["id"])], Decimal(r["id"]) / 3 if r["id"] % 2 else None)
             for r in ROWS], page_size=5000)
         cur.execute("ANALYZE wide")
-    conn.close()
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+
+    with private_pg_database(setup) as name:
+        yield name
 
 
 def pg_conn(db: str, engine: str = "copy", **over):

@@ -21,7 +21,7 @@ import pytest
 
 from eai_ray.config import MySQLSource, PostgresSource, SQLiteSource, expand_tables
 from eai_ray.errors import SourceNotFound
-from tests.integration.cases_db import MY, PG, my_admin, pg_admin, suffix
+from tests.integration.cases_db import MY, PG, my_admin, private_pg_database, suffix
 
 pytestmark = pytest.mark.integration
 
@@ -91,19 +91,12 @@ TABLES = ["arrays", "docs", "events", "keyless", "money_char", "nums", "odd.name
 
 @pytest.fixture(scope="module")
 def pg_traps():
-    name = f"eai_test_{suffix()}"
-    admin = pg_admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn = pg_admin(name)
-    with conn.cursor() as cur:
+    def setup(cur):
         cur.execute(PG_DDL)
         cur.execute("ANALYZE")
-    conn.close()
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+
+    with private_pg_database(setup) as name:
+        yield name
 
 
 def pg_source(db: str, **over) -> PostgresSource:
