@@ -100,11 +100,29 @@ def _run(args, cfg, Progress, PipelineRunner, render_summary) -> int:
         where = "local Ray" if info["local"] else f"Ray at {info['address']}"
         dash = f", dashboard {info['dashboard']}" if info.get("dashboard") else ""
         print(f"running pipeline '{cfg.name}' on {where}{dash}", file=sys.stderr)
+    only = getattr(args, "only", None)
+    _check_only(cfg, only)
     runner = PipelineRunner(cfg, executor=executor, progress=Progress(enabled=not args.json),
                             run_id=getattr(args, "run_id", None))
-    summary = runner.run(only=getattr(args, "only", None))
+    summary = runner.run(only=only)
     _emit(args, summary.to_dict(), lambda d: render_summary(d, _console()))
     return 0 if summary.status == "ok" else 1
+
+
+def _check_only(cfg, only: list[str] | None) -> None:
+    """Every --only name is a source or a source.resource of the pipeline (a typo must not run nothing)."""
+    from eai_ray.config import has_wildcard, resources_of
+
+    known = {s.name for s in cfg.sources} | {f"{s.name}.{r.name}" for s in cfg.sources for r in resources_of(s)}
+    open_ended = {s.name for s in cfg.sources if has_wildcard(s)}
+    for name in only or []:
+        if name not in known and name.split(".", 1)[0] not in open_ended:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ConfigError(f"'{name}' is neither a source nor a source.resource of pipeline '{cfg.name}'"
+                              + (f"; did you mean '{close[0]}'?" if close else ""), field="--only",
+                              expected=", ".join(sorted(known)))
 
 
 def cmd_demo(args) -> int:
@@ -463,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`eai runs --json | head`): stop quietly, like any Unix filter
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -753,6 +754,36 @@ def _refuse_literal_secrets(data: dict, file: str) -> None:
     uri(data.get("metadata_uri"), "metadata_uri")
 
 
+MAX_PROBLEMS_SHOWN = 10
+
+
+def _problem(err: dict) -> tuple[str, str]:
+    """(field path, message) for one pydantic error, with a suggestion for a misspelled key."""
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        loc = loc[:-1]
+        msg = f"unknown key '{key}'"
+        close = difflib.get_close_matches(key, [k for k in _known_keys() if k != key], n=1, cutoff=0.75)
+        msg += f"; did you mean '{close[0]}'?" if close else "; remove it or check its spelling"
+    elif err["type"] == "missing":
+        msg = "is required"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        shown = err["input"] if not any(k in str(loc) for k in ("password", "token")) else "***"
+        msg += f" (got {shown!r})"
+    return _field_path(loc), msg
+
+
+def _known_keys() -> list[str]:
+    """Every key any pipeline model accepts (aliases included), for spelling suggestions."""
+    keys: set[str] = set()
+    for model in Model.__subclasses__() + [m for c in Model.__subclasses__() for m in c.__subclasses__()]:
+        for name, f in model.model_fields.items():
+            keys.add(f.alias or name)
+    return sorted(keys)
+
+
 def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
     """Validate an already-loaded mapping; errors name file, field and expectation."""
     if not isinstance(data, dict):
@@ -764,22 +795,16 @@ def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
         data = _interpolate(data)
         cfg = PipelineConfig.model_validate({**data, "source_file": None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        more = len(exc.errors()) - 1
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{err['loc'][-1]}'; remove it or check its spelling"
-            loc = err["loc"][:-1]
-        else:
-            loc = err["loc"]
-        if err["type"] == "missing":
-            msg = "is required"
-        if "input" in err and err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], (dict, list)):
-            shown = err["input"] if not any(k in str(loc) for k in ("password", "token")) else "***"
-            msg += f" (got {shown!r})"
-        if more:
-            msg += f"; and {more} more problem{'s' if more > 1 else ''}"
-        raise ConfigError(msg, file=file, field=_field_path(loc)) from None
+        # an unknown key first: it usually explains a "required" one (`source:` for `sources:`)
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        problems = [_problem(e) for e in errors]
+        field, msg = problems[0]
+        if len(problems) > 1:
+            shown = problems[1:MAX_PROBLEMS_SHOWN]
+            msg += "".join(f"\n  also field '{f}': {m}" for f, m in shown)
+            if len(problems) > MAX_PROBLEMS_SHOWN:
+                msg += f"\n  and {len(problems) - MAX_PROBLEMS_SHOWN} more"
+        raise ConfigError(msg, file=file, field=field) from None
     cfg.source_file = file if file != "<pipeline>" else None
     return cfg
 

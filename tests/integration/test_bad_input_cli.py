@@ -98,3 +98,24 @@ def test_missing_secret_and_bad_config_exit_2_with_file_and_field(tmp_path, mari
     assert "Traceback" not in out.stderr
     out = eai("validate", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2 and "file not found" in out.stderr
+
+
+def test_only_with_an_unknown_name_is_an_error_and_closed_pipes_are_quiet(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+    con.executemany("INSERT INTO items VALUES (?)", [(i,) for i in range(20_000)])
+    con.commit()
+    con.close()
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"name: p\nstate_dir: {tmp_path / 'state'}\n"
+                        f"sources: [{{kind: sqlite, name: shop, path: {db}, tables: [items]}}]\n")
+    out = eai("run", str(pipeline), "--local", "--only", "shop.itemz")
+    assert out.returncode == 2 and "did you mean 'shop.items'" in out.stderr and "Traceback" not in out.stderr
+    assert eai("run", str(pipeline), "--local", "--json").returncode == 0
+    # far more than a pipe holds, read by a reader that stops after one byte
+    piped = subprocess.run(f"{sys.executable} -m eai_ray.cli show silver.shop_items --limit 20000 --json "
+                           f"-p {pipeline} | head -c 1", shell=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr

@@ -246,3 +246,12 @@ def test_secret_values_are_trimmed_refused_with_inner_breaks_and_redacted(monkey
     with pytest.raises(SecretError, match="line break") as e:
         SecretRef("${EAI_T_TOKEN}").resolve()
     assert "23456789" not in str(e.value)
+
+
+def test_every_problem_is_listed_with_spelling_suggestions():
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline({"name": "p", "source": [], "silver": [{"name": "t", "source": "s.a", "primary_keys": ["id"]}]})
+    text = str(err.value)
+    assert "unknown key 'source'; did you mean 'sources'?" in text
+    assert "unknown key 'primary_keys'; did you mean 'primary_key'?" in text
+    assert "field 'sources': is required" in text
