@@ -67,14 +67,22 @@ def cmd_ask(args) -> int:
                  limit=args.limit, dbt_dir=args.dbt)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
+    elif not out.get("sql"):
+        # refused or not expressible: say why, never an empty "SQL: None"
+        print(f"not answered: {out.get('error') or 'the question could not be expressed over the semantic model'}")
     else:
-        print(f"SQL ({out['method']}, confidence {out['confidence']}): {out['sql']}")
+        conf = float(out["confidence"] or 0)
+        doubt = "  (LOW confidence: check the SQL before trusting the rows)" if conf < LOW_CONFIDENCE else ""
+        print(f"SQL ({out['method']}, confidence {conf:.2f}){doubt}: {out['sql']}")
         if out["error"]:
             print(f"error: {out['error']}")
         for r in out["rows"][:50]:
             print("  ".join(f"{k}={v}" for k, v in r.items()))
         print(f"tables: {', '.join(out['tables'])}; columns: {', '.join(out['used_columns'])}")
     return 0 if out["valid"] else 2
+
+
+LOW_CONFIDENCE = 0.6  # answers under this are marked as doubtful in the text output
 
 
 def _lit(v: str):
