@@ -112,10 +112,13 @@ class MapRequest(BaseModel):
     target_table: str | None = None
 
 
+# a NUL byte is never text a user meant, and it breaks paths: refused with 422 like any invalid field
 class SqlRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000)
-    pipeline: str | None = Field(default=None, description="pipeline YAML on the server; default EAI_PIPELINE")
-    semantic: str | None = Field(default=None, description="semantic model YAML on the server; default EAI_SEMANTIC")
+    question: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")
+    pipeline: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$",
+                                 description="pipeline YAML on the server; default EAI_PIPELINE")
+    semantic: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$",
+                                 description="semantic model YAML on the server; default EAI_SEMANTIC")
     execute: bool = Field(default=False, description="also run the validated query and return rows")
     max_rows: int = Field(default=100, gt=0, le=10_000)
 
@@ -217,7 +220,7 @@ def _error_response(exc: EaiError) -> JSONResponse:
         status = 400
     else:
         status = 500
-    return JSONResponse(status_code=status, content={"detail": exc.message, "error": exc.to_dict()})
+    return JSONResponse(status_code=status, content={"detail": str(exc), "error": exc.to_dict()})  # redacted
 
 
 # --------------------------------------------------------------------------- the app
@@ -312,13 +315,21 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
         if not pipeline:
             raise HTTPException(400, detail="no pipeline: pass 'pipeline' or set EAI_PIPELINE on the server")
         from eai_ray.config import load_pipeline
+        from eai_ray.errors import ConfigError
         from eai_ray.storage.catalog import open_catalog
 
         semantic = req.semantic or os.environ.get("EAI_SEMANTIC") or None
         for given in (req.pipeline, req.semantic):  # a client may not point the server at arbitrary files
             if given and not Path(given).resolve().is_relative_to(Path.cwd().resolve()):
                 raise HTTPException(403, detail="pipeline and semantic paths must lie under the server's folder")
-        catalog = open_catalog(load_pipeline(pipeline))
+        try:
+            cfg = load_pipeline(pipeline)
+        except ConfigError:
+            # the file's own words and the server's paths stay on the server
+            raise HTTPException(422, detail="the pipeline configuration on the server is not valid; "
+                                            "run `eai validate` there") from None
+        # a read never creates state where a YAML points: a pipeline that has not run has no tables
+        catalog = open_catalog(cfg) if cfg.state_path.is_dir() else {}
         result = call_with(fn, question=req.question, catalog=catalog, semantic=semantic, execute=req.execute,
                            limit=req.max_rows, llm=_optional_llm(backend))
         return jsonable(result)

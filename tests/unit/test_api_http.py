@@ -149,3 +149,22 @@ def test_sql_refuses_writes_and_foreign_paths(api, monkeypatch, tmp_path):
         assert r.json()["valid"] is False and r.json()["rows"] == []
     r = requests.post(f"{api}/v1/sql", json={"question": "how many?", "pipeline": "/etc/passwd"}, headers=h)
     assert r.status_code == 403
+
+
+def test_sql_error_surfaces_echo_nothing_and_create_nothing(api, monkeypatch, tmp_path):
+    pytest.importorskip("eai_ray.processing.nl2sql")
+    monkeypatch.chdir(tmp_path)
+    h = {"X-API-Key": KEY}
+    # a client's question with a NUL byte is an invalid field, not a server error
+    r = requests.post(f"{api}/v1/sql", json={"question": "how many\u0000 orders"}, headers=h)
+    assert r.status_code == 422
+    # a broken pipeline YAML on the server: its values and the server's paths are not echoed
+    (tmp_path / "bad.yaml").write_text("name: p\nsources: [{kind: sqlite, name: s, path: /very/secret/place.db, "
+                                       "tables: [{name: t, partitions: -7}]}]\n")
+    r = requests.post(f"{api}/v1/sql", json={"question": "how many orders?", "pipeline": "bad.yaml"}, headers=h)
+    assert r.status_code == 422 and "-7" not in r.text and str(tmp_path) not in r.text and "secret" not in r.text
+    # a read never creates the state folder a YAML names
+    (tmp_path / "p.yaml").write_text(f"name: p\nstate_dir: {tmp_path / 'nowhere'}\n"
+                                     "sources: [{kind: sqlite, name: s, path: x.db, tables: [t]}]\n")
+    r = requests.post(f"{api}/v1/sql", json={"question": "how many orders?", "pipeline": "p.yaml"}, headers=h)
+    assert r.status_code == 200 and not (tmp_path / "nowhere").exists()
