@@ -287,7 +287,9 @@ class RestResource(Model):
 
 class CdcConfig(Model):
     """Log-based change capture for a database source (``eai cdc start``)."""
-    slot: str | None = Field(default=None, description="PostgreSQL replication slot; default eai_<pipeline>_<source>")
+    slot: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,63}$",
+                             description="PostgreSQL replication slot (lower-case letters, digits and _, at most "
+                                         "63: the server's rule); default eai_<pipeline>_<source>")
     publication: str | None = Field(default=None, description="PostgreSQL publication; default eai_<pipeline>_<source>")
     server_id: int = Field(default=4242, description="MariaDB/MySQL replica server id of the reader")
     flush_rows: int = Field(default=5_000, gt=0, description="flush a micro-batch at this many events")

@@ -345,6 +345,18 @@ def cdc_sources(cfg) -> list:
 
 
 def build_source(cfg, source):
+    """The CDC reader of a source; a ``"*"`` table entry is expanded to the tables the database lists now
+    (a table created later is captured after the consumer restarts)."""
+    from eai_ray.config import expand_tables, has_wildcard
+
+    if has_wildcard(source):
+        from eai_ray.ingestion.registry import connector_for
+
+        conn = connector_for(source)
+        try:
+            source = expand_tables(source, conn.list_tables())
+        finally:
+            conn.close()
     if source.kind == "postgres":
         from eai_ray.ingestion.cdc.postgres import PostgresCdcSource
         return PostgresCdcSource(source, pipeline=cfg.name)

@@ -255,3 +255,12 @@ def test_every_problem_is_listed_with_spelling_suggestions():
     assert "unknown key 'source'; did you mean 'sources'?" in text
     assert "unknown key 'primary_keys'; did you mean 'primary_key'?" in text
     assert "field 'sources': is required" in text
+
+
+def test_replication_slot_names_follow_the_servers_rule():
+    base = {"name": "p", "sources": [{"kind": "postgres", "name": "pg", "database": "d", "tables": ["t"],
+                                      "cdc": {"slot": 'bad"slot; drop'}}]}
+    with pytest.raises(ConfigError, match="cdc.slot"):
+        parse_pipeline(base)
+    base["sources"][0]["cdc"]["slot"] = "eai_ok_slot_1"
+    assert parse_pipeline(base).sources[0].cdc.slot == "eai_ok_slot_1"

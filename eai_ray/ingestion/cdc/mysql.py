@@ -29,6 +29,7 @@ import pymysql
 from eai_ray.config import CdcConfig, MySQLSource
 from eai_ray.errors import CdcSetupError, SlotLost, SourceUnavailable
 from eai_ray.ingestion._db import first_line, scrub
+from eai_ray.ingestion.mysql import ident
 from eai_ray.ingestion.cdc.events import (BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of,
                                           position)
 
@@ -145,7 +146,7 @@ class MySQLCdcSource:
                     spec = specs[t]
                     cols = list(spec.types)
                     db, name = spec.source_table.split(".", 1)
-                    cur.execute(f"SELECT {', '.join(f'`{c}`' for c in cols)} FROM `{db}`.`{name}`")
+                    cur.execute(f"SELECT {', '.join(ident(c) for c in cols)} FROM {ident(db)}.{ident(name)}")
                     rows = cur.fetchall()
                     data = {c: pa.array([_text(r[i]) for r in rows], pa.string()) for i, c in enumerate(cols)}
                     yield SnapshotChunk(t, pa.table(data), pos, resume=gtid or "")

@@ -203,7 +203,8 @@ class PostgresCdcSource:
                     self.drop_slot()
                 temp = "" if new_main_slot else "TEMPORARY "
                 name = self.slot if new_main_slot else f"{self.slot}_snap"[:63]
-                rc.execute(f'CREATE_REPLICATION_SLOT "{name}" {temp}LOGICAL pgoutput EXPORT_SNAPSHOT')
+                slot = sql.Identifier(name).as_string(rc)  # quoted like every identifier we send
+                rc.execute(f"CREATE_REPLICATION_SLOT {slot} {temp}LOGICAL pgoutput EXPORT_SNAPSHOT")
                 _slot, consistent_point, snapshot_name, _plugin = rc.fetchone()
             cp = _lsn(consistent_point)
             snap = self._connect()
