@@ -537,6 +537,13 @@ def committed_reader(bootstrap: str, **config):
     return c
 
 
+def uncommitted_reader(bootstrap: str, **config):
+    """A ``read_uncommitted`` KafkaConsumer (records of open and aborted transactions included)."""
+    from kafka import KafkaConsumer
+    return KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted", enable_auto_commit=False,
+                         **config)
+
+
 def last_published_resume(bootstrap: str, topic: str, *, tail: int = 500) -> str | None:
     """The `resume` of the last committed marker on a control topic (None: empty or missing)."""
     return control_tail(bootstrap, topic, tail=tail).get("resume")
@@ -752,7 +759,15 @@ class KafkaCdcSource:
             _ensure_topics(self.bootstrap, names, self.partitions)
             # no group membership on the data path: a group coordinator that is slow, moved or lost
             # must never hold the stream (the positions that count are in the Iceberg table)
-            c = committed_reader(self.bootstrap, group_id=None, auto_offset_reset="earliest", max_poll_records=5_000)
+            # read_uncommitted: the assembler, not the broker's transaction state, decides what is
+            # complete (a source transaction is handed on only when its marker and every one of its
+            # events arrived; repeats, including copies from aborted Kafka transactions, are dropped:
+            # each is a copy of a transaction the database committed). noida-db 0.2.3 forgets a
+            # transactional id's producer when it restarts, so a transaction open at that moment is
+            # never aborted and its partitions' last stable offset stays there forever: a
+            # read_committed reader then stalls silently while the publisher publishes on.
+            c = uncommitted_reader(self.bootstrap, group_id=None, auto_offset_reset="earliest",
+                                   max_poll_records=5_000)
             self._consumer = c
             parts = []
             for t in names:
@@ -866,7 +881,9 @@ class KafkaCdcSource:
         self._group.submit(offs)
 
     def lag(self) -> dict[str, Any]:
-        """Per partition: the reader's fetch position and the last stable offset; `behind` sums the gap."""
+        """Per partition: the reader's fetch position, the log end (`end`, what it reads up to) and the
+        last stable offset (`stable`: below `end` while a Kafka transaction is open, and for good
+        if the broker lost a transaction's state); `behind` sums position-to-end."""
         out: dict[str, Any] = {"transport": "kafka", "group": group_id(self.pipeline, self.source_name)}
         c = self._consumer
         if c is None:
@@ -877,8 +894,10 @@ class KafkaCdcSource:
         except Exception:  # noqa: BLE001 - an internal of kafka-python: no positions, no lag
             return out
         pos = {tp: p.offset for tp, p in pos.items() if p is not None}
-        ends = end_offsets(self.bootstrap, list(pos))
-        out["partitions"] = {_tp_name(tp): {"position": pos[tp], "end": ends.get(tp)} for tp in sorted(pos)}
+        ends = end_offsets_uncommitted(self.bootstrap, list(pos))
+        stable = end_offsets(self.bootstrap, list(pos))
+        out["partitions"] = {_tp_name(tp): {"position": pos[tp], "end": ends.get(tp), "stable": stable.get(tp)}
+                             for tp in sorted(pos)}
         out["behind"] = sum(max(0, ends[tp] - pos[tp]) for tp in pos if tp in ends)
         if self._asm is not None:
             out["assembly"] = self._asm.state()
