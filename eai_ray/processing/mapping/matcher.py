@@ -8,12 +8,13 @@ close calls (when an LLM is given) -> statuses; the uncertain ones are queued fo
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from eai_ray.processing.mapping import names as N
-from eai_ray.processing.mapping.features import FEATURES, pair_features, prepare
+from eai_ray.processing.mapping.features import FEATURES, describe, embed, pair_features
+from eai_ray.processing.mapping.limits import MapLimits, MappingInvalid, TokenCounter
+from eai_ray.processing.mapping.pairwise import Checkpoint, no_checkpoint
 from eai_ray.processing.mapping.scorer import Scorer, default_encoder
 
 MappingStatus = Literal["learned", "accepted", "review", "unmatched"]
@@ -26,7 +27,9 @@ RETRAIN_EVERY = 10
 def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[str, Any]], *, store=None,
                 source_table: str = "", target_table: str = "", llm=None, accept_threshold: float = 0.8,
                 review_threshold: float = 0.3, min_confidence: float = 0.05, scorer: Scorer | None = None,
-                encode=None, enqueue: bool = True) -> list[dict[str, Any]]:
+                encode=None, enqueue: bool = True, limits: MapLimits | None = None,
+                count_tokens: TokenCounter | None = None,
+                checkpoint: Checkpoint = no_checkpoint) -> list[dict[str, Any]]:
     """Map each source column to at most one target column.
 
     `source_columns`: [{name, samples, description?, type?}]; `target_schema`: [{name, type,
@@ -34,6 +37,11 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
     {source, target, confidence, rationale, status} where status is "learned" (a reviewer's answer),
     "accepted" (confidence >= accept_threshold), "review" (queued in `store` when given) or
     "unmatched" (target None). Pure apart from the optional `store`.
+
+    `limits` (a server's): the request is refused with `MappingTooLarge` before any work when it is
+    over one, and at most `limits.max_llm_calls` close calls go to the LLM. `checkpoint` is called
+    between stages and blocks of work; whatever it raises (a deadline passed, the client left) stops
+    the mapping there.
 
     Example::
 
@@ -43,6 +51,8 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
     """
     _check(source_columns, "source_columns")
     _check(target_schema, "target_schema")
+    if limits is not None:
+        limits.check_columns(source_columns, target_schema)
     encode = encode or default_encoder()
     learned = store.learned(target_table=target_table) if store is not None else []
     pairs = store.training_pairs() if store is not None else []
@@ -79,18 +89,24 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
     todo = [i for i, o in enumerate(out) if o is None]
     free_t = [j for j, t in enumerate(tnames) if t not in pinned_targets]
     if todo and free_t:
-        src = prepare([source_columns[i] for i in todo], encode)
-        tgt = prepare([target_schema[j] for j in free_t], encode)
-        F = pair_features(src, tgt)
+        src_d = describe([source_columns[i] for i in todo])
+        tgt_d = describe([target_schema[j] for j in free_t])
+        if limits is not None:  # the embedding budget is known before the model runs
+            limits.check_embedding(src_d.texts() + tgt_d.texts(), count_tokens)
+        checkpoint()
+        src, tgt = embed(src_d, encode), embed(tgt_d, encode)
+        checkpoint()
+        F = pair_features(src, tgt, checkpoint=checkpoint)
+        checkpoint()
         P = scorer.predict(F.reshape(-1, F.shape[-1])).reshape(F.shape[:2])
-        for a, i in enumerate(todo):
-            for b, j in enumerate(free_t):
-                if (source_columns[i]["name"].lower(), tnames[j]) in rejected:
-                    P[a, b] = 0.0
+        _zero_rejected(P, rejected, [source_columns[i]["name"].lower() for i in todo], [tnames[j] for j in free_t])
+        checkpoint()
         assign = _assign(P, min_confidence)
         notes: dict[int, str] = {}
         if llm is not None:
-            assign, notes = _disambiguate(llm, P, assign, src, tgt, learned, tnames=[tnames[j] for j in free_t])
+            assign, notes = _disambiguate(llm, P, assign, src, tgt, learned, tnames=[tnames[j] for j in free_t],
+                                          max_calls=limits.max_llm_calls if limits is not None else None,
+                                          checkpoint=checkpoint)
         for a, i in enumerate(todo):
             b = assign.get(a)
             name = source_columns[i]["name"]
@@ -130,13 +146,27 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
 
 
 def _check(cols: Any, what: str) -> None:
-    from eai_ray.errors import UserError
     if not isinstance(cols, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]
                                              for c in cols):
-        raise UserError(f"{what} must be a list of objects with a non-empty 'name'")
+        raise MappingInvalid(f"{what} must be a list of objects with a non-empty 'name'")
     names = [c["name"] for c in cols]
     if len(set(names)) != len(names):
-        raise UserError(f"{what} has duplicate column names")
+        raise MappingInvalid(f"{what} has duplicate column names")
+
+
+def _zero_rejected(P: np.ndarray, rejected: set[tuple[str, str]], sources: list[str], targets: list[str]) -> None:
+    """A pair a reviewer rejected gets probability 0 (looked up per rejection, not per pair)."""
+    if not rejected:
+        return
+    rows: dict[str, list[int]] = {}
+    for a, s in enumerate(sources):
+        rows.setdefault(s, []).append(a)
+    cols: dict[str, list[int]] = {}
+    for b, t in enumerate(targets):
+        cols.setdefault(t, []).append(b)
+    for s, t in rejected:
+        for a in rows.get(s, ()):
+            P[a, cols.get(t, [])] = 0.0
 
 
 def _assign(P: np.ndarray, floor: float) -> dict[int, int]:
@@ -174,12 +204,15 @@ def _rationale(f: np.ndarray, src, tgt, a: int, b: int) -> str:
 
 
 def _disambiguate(llm, P: np.ndarray, assign: dict[int, int], src, tgt, learned, *, tnames: list[str],
-                  margin: float = 0.15, floor: float = 0.2) -> tuple[dict[int, int], dict[int, str]]:
+                  margin: float = 0.15, floor: float = 0.2, max_calls: int | None = None,
+                  checkpoint: Checkpoint = no_checkpoint) -> tuple[dict[int, int], dict[int, str]]:
     """Ask the LLM to choose between the two best targets when their scores are close.
 
     A choice is only taken when it names one of the offered candidates and that target is free.
+    After ``max_calls`` completions the remaining close calls keep the scorer's answer.
     """
     notes: dict[int, str] = {}
+    calls = 0
     taken = {b: a for a, b in assign.items()}
     shots = [f"- source '{r['source_column']}' -> target '{r['target_column']}'" for r in learned
              if r["verdict"] in ("approved", "fixed") and r["target_column"]][-5:]
@@ -190,6 +223,11 @@ def _disambiguate(llm, P: np.ndarray, assign: dict[int, int], src, tgt, learned,
         b1, b2 = int(order[0]), int(order[1])
         if P[a, b1] < floor or P[a, b1] - P[a, b2] > margin:
             continue
+        if max_calls is not None and calls >= max_calls:
+            notes[a] = f"close call not sent to the LLM (at most {max_calls} per request)"
+            continue
+        checkpoint()
+        calls += 1
         cands = [b1, b2]
         lines = [f"{k}) {tnames[b]} ({tgt.profiles[b].family}; e.g. {tgt.profiles[b].sample_text[:60]})"
                  for k, b in zip("AB", cands)]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -31,11 +32,17 @@ def cache_dir() -> Path:
 
 
 class CachedEncoder:
-    """Memoises sentence embeddings: names and sample texts repeat across pairs and requests."""
+    """Memoises sentence embeddings: names and sample texts repeat across pairs and requests.
 
-    def __init__(self, embedder=None) -> None:
+    At most ``max_entries`` embeddings are kept (least recently used go first): a long-lived server
+    sees texts from every client, and an unbounded memo would grow with all of them.
+    """
+
+    def __init__(self, embedder=None, *, max_entries: int = 50_000) -> None:
         self._embedder = embedder
-        self._memo: dict[str, np.ndarray] = {}
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
 
     @property
     def embedder(self):
@@ -45,14 +52,21 @@ class CachedEncoder:
         return self._embedder
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if missing:
-            vecs = self.embedder.encode(missing)
-            for t, v in zip(missing, vecs):
-                self._memo[t] = v
         if not texts:
             return np.zeros((0, 384), np.float32)
-        return np.stack([self._memo[t] for t in texts]).astype(np.float32)
+        with self._lock:
+            found = {t: self._memo[t] for t in dict.fromkeys(texts) if t in self._memo}
+            for t in found:
+                self._memo.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            vecs = self.embedder.encode(missing)
+            found.update(zip(missing, vecs))
+            with self._lock:
+                self._memo.update(zip(missing, vecs))
+                while len(self._memo) > self._max:
+                    self._memo.popitem(last=False)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
 
 
 _default_encoder: CachedEncoder | None = None
