@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from eai_ray.config import EnrichSpec
-from eai_ray.errors import EaiError, LLMError, ModelNotAvailable
+from eai_ray.errors import EaiError, LLMError, ModelNotAvailable, UserError
 from eai_ray.processing.models.llm import Completion
 
 # Serve names shared with serve_deployments/ (the deployments import them from here)
@@ -252,6 +252,78 @@ def _summary_prompt(text: str) -> str:
 def clean_summary(answer: str) -> str:
     s = answer.strip().split("\n\n")[0].strip()
     return s.removeprefix("Summary:").strip()
+
+
+# --------------------------------------------------------------------------- limits
+class EnrichTooLarge(UserError):
+    """An enrichment request is over one of its limits (HTTP 413): names the limit, its value and what was sent."""
+
+    http_status = 413
+
+    def __init__(self, message: str, *, limit: str, allowed: int, got: int) -> None:
+        super().__init__(message, limit=limit, allowed=allowed, got=got)
+        self.limit, self.allowed, self.got = limit, allowed, got
+
+
+@dataclass(frozen=True)
+class EnrichLimits:
+    """What one request (a server's, not a pipeline's) may ask of the enricher.
+
+    The work is not the row count: every spec runs over every row, a classify spec embeds each text
+    and its labels (the model's time grows with tokens), and an LLM spec costs one completion of up
+    to ``max_tokens`` per row. The embedding defaults answer in a few seconds on 2 CPU cores; LLM
+    completions on a CPU model are slower (tens of tokens per second), hence their own budget.
+    """
+
+    max_rows: int = 1000
+    max_text_chars: int = 8192        # per text
+    max_cells: int = 2000             # rows x specs
+    max_labels: int = 64              # per classify spec
+    max_label_chars: int = 4096       # all labels and their descriptions, all specs together
+    max_embed_tokens: int = 8000      # texts of embedding-classified columns + their labels
+    max_llm_calls: int = 32           # completions: rows x LLM specs (extract, summarize, classify by LLM)
+    max_llm_tokens: int = 2048        # completions x max_tokens
+
+    def check(self, rows: Sequence[dict[str, Any]], specs: Sequence[EnrichSpec], count_tokens=None) -> None:
+        """``EnrichTooLarge`` for the first limit the request is over, before any model runs."""
+        n = len(rows)
+        _over(f"{n} rows", "max_rows", self.max_rows, n)
+        _over(f"{len(specs)} specs x {n} rows = {len(specs) * n} cells", "max_cells", self.max_cells, len(specs) * n)
+        label_chars = 0
+        embedded: list[str] = []
+        calls = llm_tokens = 0
+        for k, spec in enumerate(specs):
+            texts = [str(r.get(spec.column)) for r in rows if r.get(spec.column) is not None
+                     and str(r.get(spec.column)).strip()]
+            longest = max((len(t) for t in texts), default=0)
+            _over(f"enrich[{k}] ('{spec.column}') has a text of {longest} characters", "max_text_chars",
+                  self.max_text_chars, longest)
+            if spec.task == "classify":
+                labels = label_texts(spec.labels or [])
+                _over(f"enrich[{k}] has {len(labels)} labels", "max_labels", self.max_labels, len(labels))
+                label_chars += sum(len(t) for t in labels.values())
+                _over(f"the labels of all specs hold {label_chars} characters", "max_label_chars",
+                      self.max_label_chars, label_chars)
+            if spec.task == "classify" and spec.method != "llm":
+                embedded += list(label_texts(spec.labels or []).values()) + texts
+            else:
+                calls += len(texts)
+                llm_tokens += len(texts) * spec.max_tokens
+        _over(f"the LLM specs need {calls} completions", "max_llm_calls", self.max_llm_calls, calls)
+        _over(f"the LLM specs may write {llm_tokens} tokens (completions x max_tokens)", "max_llm_tokens",
+              self.max_llm_tokens, llm_tokens)
+        if embedded:
+            if count_tokens is None:
+                from eai_ray.processing.mapping.limits import default_token_counter
+                count_tokens = default_token_counter()
+            tokens = count_tokens(embedded)
+            _over(f"the classified texts and their labels make {tokens} embedding tokens", "max_embed_tokens",
+                  self.max_embed_tokens, tokens)
+
+
+def _over(what: str, limit: str, allowed: int, got: int) -> None:
+    if got > allowed:
+        raise EnrichTooLarge(f"{what}; the limit is {allowed} ({limit})", limit=limit, allowed=allowed, got=got)
 
 
 # --------------------------------------------------------------------------- table
