@@ -45,7 +45,9 @@ def cmd_serve(args) -> int:
 
     from serve_deployments.app import build_app
 
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    # the proxy's end-to-end timeout is a backstop: each expensive route stops its own work sooner
+    serve.start(http_options={"host": settings.host, "port": settings.port,
+                              "request_timeout_s": settings.request_timeout_s})
     print(f"starting {SERVE_APP} on Ray ({'local' if info['local'] else info['address']}); first start loads the models...",
           flush=True)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Settings of the HTTP API and of `eai serve`: API key, request limits, Serve placement.
+"""Settings of the HTTP API and of `eai serve`: API key, request limits, work bounds, Serve placement.
 
 The API key comes from ``EAI_API_KEY``, from the file named by ``EAI_API_KEY_FILE``, or from
 ``~/.eai/api_key`` (``eai serve`` creates it, mode 0600, when nothing is configured). The server
@@ -11,10 +11,15 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from eai_ray.errors import ConfigError
+
+if TYPE_CHECKING:  # the limit classes live with the work they bound; imported when asked for
+    from eai_ray.processing.enrich import EnrichLimits
+    from eai_ray.processing.mapping.limits import MapLimits
 
 DEFAULT_KEY_FILE = Path("~/.eai/api_key")
 
@@ -63,8 +68,24 @@ def resolve_api_key(*, create: bool = False, key_file: str | os.PathLike | None 
     return None, "none"
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r})", field=name) from None
+
+
 class ApiSettings(BaseModel):
-    """Authentication and request limits of the HTTP API."""
+    """Authentication, request limits and per-route work bounds of the HTTP API.
+
+    Every number can be set from the environment as ``EAI_<FIELD>`` (``EAI_MAP_MAX_COLUMNS=128``).
+    The limits bound the work one request can ask for; the pools bound how many expensive requests
+    run (``*_concurrency``) or wait (``*_queue``) at once - beyond that a request gets 503 at once -
+    and the deadlines stop a request's work (504) so a slow request cannot hold a worker for long.
+    """
 
     auth: bool = Field(default=True, description="require the API key (X-API-Key or Authorization: Bearer)")
     api_key_sha256: str | None = Field(default=None, description="SHA-256 of the accepted key")
@@ -74,19 +95,70 @@ class ApiSettings(BaseModel):
     max_rows: int = Field(default=1000, gt=0, description="rows per /v1/enrich request")
     llm_timeout: float = Field(default=60.0, gt=0)
 
+    # /v1/map: the pair stage costs columns squared, the embedding costs tokens (MapLimits)
+    map_max_columns: int = Field(default=256, gt=0, description="columns per side (source_columns, target_schema)")
+    map_max_name_chars: int = Field(default=128, gt=0, description="characters per column name")
+    map_max_description_chars: int = Field(default=512, gt=0, description="characters per column description")
+    map_max_samples: int = Field(default=50, gt=0, description="sample values per column")
+    map_max_sample_chars: int = Field(default=256, gt=0, description="characters per sample value")
+    map_max_embed_tokens: int = Field(default=8000, gt=0, description="model tokens embedded per request "
+                                      "(names, descriptions, first 8 distinct samples of every column)")
+    map_max_llm_calls: int = Field(default=8, ge=0, description="LLM disambiguations per request")
+    map_deadline_s: float = Field(default=30.0, gt=0, description="deadline of a /v1/map request, queueing included")
+    map_concurrency: int = Field(default=1, gt=0, description="/v1/map requests computed at once (per Mapper replica)")
+    map_queue: int = Field(default=2, ge=0, description="/v1/map requests waiting; more get 503")
+
+    # /v1/enrich: work is rows x specs, embedding tokens and LLM completions (EnrichLimits)
+    enrich_max_cells: int = Field(default=2000, gt=0, description="rows x specs per request")
+    enrich_max_labels: int = Field(default=64, gt=0, description="labels per classify spec")
+    enrich_max_label_chars: int = Field(default=4096, gt=0, description="characters of all labels and their "
+                                        "descriptions, all specs together")
+    enrich_max_embed_tokens: int = Field(default=8000, gt=0, description="model tokens embedded per request "
+                                         "(texts of embedding-classified columns and the labels)")
+    enrich_max_llm_calls: int = Field(default=32, ge=0, description="LLM completions per request (rows x LLM specs)")
+    enrich_max_llm_tokens: int = Field(default=2048, ge=0, description="completion tokens per request "
+                                       "(LLM completions x max_tokens)")
+    enrich_deadline_s: float = Field(default=60.0, gt=0, description="deadline of a /v1/enrich request")
+    enrich_concurrency: int = Field(default=2, gt=0, description="/v1/enrich requests run at once")
+    enrich_queue: int = Field(default=4, ge=0, description="/v1/enrich requests waiting; more get 503")
+
+    # /v1/sql
+    sql_max_question_chars: int = Field(default=2000, gt=0, description="characters per question")
+    sql_deadline_s: float = Field(default=30.0, gt=0, description="deadline of a /v1/sql request")
+    sql_concurrency: int = Field(default=2, gt=0, description="/v1/sql requests run at once")
+    sql_queue: int = Field(default=4, ge=0, description="/v1/sql requests waiting; more get 503")
+
     @classmethod
     def from_env(cls, **overrides) -> "ApiSettings":
-        """Settings from EAI_API_AUTH, EAI_API_KEY(_FILE), EAI_MAX_BODY_BYTES... ; explicit overrides win."""
-        vals = dict(auth=env_flag("EAI_API_AUTH", True),
-                    max_body_bytes=_env_int("EAI_MAX_BODY_BYTES", 1 << 20),
-                    max_texts=_env_int("EAI_MAX_TEXTS", 2048),
-                    max_text_chars=_env_int("EAI_MAX_TEXT_CHARS", 8192),
-                    max_rows=_env_int("EAI_MAX_ROWS", 1000))
+        """Settings from EAI_API_AUTH, EAI_API_KEY(_FILE) and EAI_<FIELD> (EAI_MAX_BODY_BYTES,
+        EAI_MAP_MAX_COLUMNS...); explicit overrides win."""
+        vals: dict = {"auth": env_flag("EAI_API_AUTH", True)}
+        for name, field in cls.model_fields.items():
+            env = f"EAI_{name.upper()}"
+            if field.annotation is int:
+                vals[name] = _env_int(env, field.default)
+            elif field.annotation is float:
+                vals[name] = _env_float(env, field.default)
         vals.update({k: v for k, v in overrides.items() if v is not None})
         if vals.get("auth", True) and not vals.get("api_key_sha256"):
             key, _ = resolve_api_key()
             vals["api_key_sha256"] = sha256(key) if key else None
         return cls(**vals)
+
+    @staticmethod
+    def env_name(field: str) -> str:
+        """The environment variable of a setting: where an operator changes a limit."""
+        return "EAI_API_AUTH" if field == "auth" else f"EAI_{field.upper()}"
+
+    def map_limits(self) -> "MapLimits":
+        from eai_ray.processing.mapping.limits import MapLimits
+        return MapLimits(**{f: getattr(self, f"map_{f}") for f in MapLimits.__dataclass_fields__})
+
+    def enrich_limits(self) -> "EnrichLimits":
+        from eai_ray.processing.enrich import EnrichLimits
+        return EnrichLimits(max_rows=self.max_rows, max_text_chars=self.max_text_chars,
+                            **{f: getattr(self, f"enrich_{f}") for f in EnrichLimits.__dataclass_fields__
+                               if f not in ("max_rows", "max_text_chars")})
 
     def key_ok(self, presented: str | None) -> bool:
         if not self.auth:
@@ -105,10 +177,14 @@ class ServeSettings(BaseModel):
     gpu: bool = Field(default=False, description="Embedder replicas ask for a GPU (EAI_SERVE_GPU=1)")
     embedder_replicas: int = 1
     llm_replicas: int = 1
+    mapper_replicas: int = Field(default=1, description="Mapper replicas: each computes one /v1/map at a time")
+    request_timeout_s: float = Field(default=120.0, gt=0, description="end-to-end HTTP timeout of the Serve proxy "
+                                     "(a backstop: each expensive route has its own, shorter deadline)")
 
     @classmethod
     def from_env(cls, **overrides) -> "ServeSettings":
         vals = dict(host=os.environ.get("EAI_SERVE_HOST", "127.0.0.1"), port=_env_int("EAI_SERVE_PORT", 8000),
-                    gpu=env_flag("EAI_SERVE_GPU", False))
+                    gpu=env_flag("EAI_SERVE_GPU", False),
+                    request_timeout_s=_env_float("EAI_SERVE_REQUEST_TIMEOUT_S", 120.0))
         vals.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**vals)
