@@ -1,4 +1,6 @@
 """The HTTP API app over in-process models, served by uvicorn on a free port (no Ray)."""
+import concurrent.futures as cf
+import json
 import socket
 import threading
 import time
@@ -168,3 +170,148 @@ def test_sql_error_surfaces_echo_nothing_and_create_nothing(api, monkeypatch, tm
                                      "sources: [{kind: sqlite, name: s, path: x.db, tables: [t]}]\n")
     r = requests.post(f"{api}/v1/sql", json={"question": "how many orders?", "pipeline": "p.yaml"}, headers=h)
     assert r.status_code == 200 and not (tmp_path / "nowhere").exists()
+
+
+# --------------------------------------------------------------------------- bounded work per request (issue 10)
+class SlowBackend:
+    """No models: embeddings of random unit vectors, each encode call taking `delay` seconds."""
+
+    def __init__(self, delay: float = 0.3) -> None:
+        self.delay, self.calls = delay, 0
+
+    def encode(self, texts):
+        import numpy as np
+
+        self.calls += 1
+        time.sleep(self.delay)
+        v = np.random.default_rng(len(texts)).standard_normal((len(texts), 384)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def llm(self):
+        return None
+
+    def enrich_client(self):
+        raise AssertionError("the limits refuse the request before any model is asked for")
+
+    def health(self):
+        return {"backend": "slow"}
+
+
+@pytest.fixture
+def slow_api():
+    """A server over a SlowBackend with the settings a test asks for: (backend, app, url) = slow_api(**settings)."""
+    servers = []
+
+    def start(delay: float = 0.3, **settings):
+        backend = SlowBackend(delay)
+        app = create_api(backend, ApiSettings(auth=False, **settings))
+        server, th, url = _serve(app)
+        servers.append((server, th))
+        return backend, app, url
+    yield start
+    for server, th in servers:
+        server.should_exit = True
+        th.join(10)
+
+
+def _cols(n: int, prefix: str) -> list[dict]:
+    return [{"name": f"{prefix}_column_{i}", "samples": [str(i), f"v{i}"]} for i in range(n)]
+
+
+def _wait_until(cond, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_map_limits_answer_413_naming_the_limit_and_its_setting(slow_api):
+    backend, _, url = slow_api()
+    r = requests.post(f"{url}/v1/map", json={"source_columns": _cols(257, "a"), "target_schema": _cols(2, "b")},
+                      timeout=30)
+    assert r.status_code == 413
+    assert r.json()["detail"] == ("source_columns has 257 columns; the limit is 256 per side (max_columns) "
+                                  "[server setting EAI_MAP_MAX_COLUMNS]")
+    assert r.json()["error"]["got"] == "257"
+    r = requests.post(f"{url}/v1/map", json={"source_columns": [{"name": "n" * 129}], "target_schema": _cols(2, "b")},
+                      timeout=30)
+    assert r.status_code == 413 and "129 characters" in r.json()["detail"] and "EAI_MAP_MAX_NAME_CHARS" in r.text
+    r = requests.post(f"{url}/v1/map", json={"source_columns": [{"name": "a", "samples": [[1, 2]]}],
+                                             "target_schema": _cols(2, "b")}, timeout=30)
+    assert r.status_code == 422
+    assert backend.calls == 0  # refused before any embedding
+
+
+def test_enrich_limits_count_specs_times_rows_over_http(slow_api):
+    # finding 2: 100 specs x 1,000 rows (30 KB) took 100 s
+    _, _, url = slow_api()
+    spec = {"column": "t", "task": "classify", "labels": ["late", "fine"]}
+    r = requests.post(f"{url}/v1/enrich", json={"rows": [{"t": f"order {i} late"} for i in range(1000)],
+                                                "enrich": [spec] * 100}, timeout=30)
+    assert r.status_code == 413
+    assert r.json()["detail"].startswith("100 specs x 1000 rows = 100000 cells; the limit is 2000 (max_cells)")
+    assert "EAI_ENRICH_MAX_CELLS" in r.json()["detail"]
+    labels = {f"label {i}": "x" * 100 for i in range(50)}
+    r = requests.post(f"{url}/v1/enrich", json={"rows": [{"t": "late"}], "enrich": [
+        {"column": "t", "task": "classify", "labels": labels}]}, timeout=30)
+    assert r.status_code == 413 and "max_label_chars" in r.json()["detail"]
+
+
+def test_sql_question_length_is_a_413_naming_its_limit(api):
+    # finding 3: the question's length was unbounded (a fixed pydantic cap gave a bare 422)
+    r = requests.post(f"{api}/v1/sql", json={"question": "how many orders " * 200}, headers={"X-API-Key": KEY})
+    assert r.status_code == 413
+    assert r.json()["detail"] == ("the question is 3200 characters long; the limit is 2000 (sql_max_question_chars) "
+                                  "[server setting EAI_SQL_MAX_QUESTION_CHARS]")
+
+
+def test_a_request_past_its_deadline_gets_504_and_its_work_stops(slow_api):
+    backend, app, url = slow_api(delay=0.4, map_deadline_s=1.0)
+    t0 = time.perf_counter()
+    r = requests.post(f"{url}/v1/map", json={"source_columns": _cols(250, "a"), "target_schema": _cols(250, "b")},
+                      timeout=30)
+    took = time.perf_counter() - t0
+    assert r.status_code == 504 and took < 3.0, (r.status_code, took)
+    assert r.json()["detail"] == ("/v1/map did not finish within 1 s (server setting EAI_MAP_DEADLINE_S); "
+                                  "its work was stopped")
+    # the worker stops at its next checkpoint: at most the embedding chunk in flight finishes
+    assert _wait_until(lambda: app.state.pools["map"].admitted == 0, 2.0)
+    calls = backend.calls
+    time.sleep(1.0)
+    assert backend.calls == calls and calls < 8  # 4 chunks per side had it run to the end
+
+
+def test_a_client_that_goes_away_stops_its_work(slow_api):
+    backend, app, url = slow_api(delay=0.4, map_deadline_s=60.0)
+    body = json.dumps({"source_columns": _cols(250, "a"), "target_schema": _cols(250, "b")}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/map HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert _wait_until(lambda: backend.calls >= 1, 5.0)
+    # gone after its first embedding call: the pool slot is freed within a poll and a chunk
+    assert _wait_until(lambda: app.state.pools["map"].admitted == 0, 3.0)
+    calls = backend.calls
+    time.sleep(1.0)
+    assert backend.calls == calls and calls < 8
+
+
+def test_a_full_pool_answers_503_at_once_and_healthz_stays_fast(slow_api):
+    # finding 1: 41 requests of 40 KB made /healthz stop answering for 15 s
+    backend, app, url = slow_api(delay=0.5, map_concurrency=1, map_queue=1, map_deadline_s=30.0)
+    body = {"source_columns": _cols(130, "a"), "target_schema": _cols(130, "b")}  # 2 embedding chunks per side
+    with cf.ThreadPoolExecutor(4) as pool:
+        futs = [pool.submit(requests.post, f"{url}/v1/map", json=body, timeout=60) for _ in range(4)]
+        assert _wait_until(lambda: app.state.pools["map"].admitted == 2, 5.0)
+        worst = 0.0
+        while not all(f.done() for f in futs):
+            t0 = time.perf_counter()
+            assert requests.get(f"{url}/healthz", timeout=1.0).status_code == 200
+            worst = max(worst, time.perf_counter() - t0)
+            time.sleep(0.05)
+        codes = sorted(f.result().status_code for f in futs)
+    assert codes == [200, 200, 503, 503] and worst < 1.0, (codes, worst)
+    busy = next(f.result() for f in futs if f.result().status_code == 503)
+    assert busy.headers["Retry-After"] == "1" and "/v1/map is busy" in busy.json()["detail"]
