@@ -38,8 +38,8 @@ def serve_url(ray_session):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"api_key_sha256": sha256(KEY), "max_body_bytes": 200_000, "max_texts": 100,
                          "llm_backend": "local",
-                         # half a CPU each: the session's Ray has 2, and the Ray Data stage needs one
-                         "embedder_cpus": 0.5, "llm_cpus": 0.5}),
+                         # one CPU for the replicas: the session's Ray has 2, and the Ray Data stage needs one
+                         "embedder_cpus": 0.5, "llm_cpus": 0.25, "mapper_cpus": 0.25}),
               name=SERVE_APP, route_prefix="/", blocking=False)
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()  # frees the replicas' CPUs for the rest of the session
