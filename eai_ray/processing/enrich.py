@@ -262,7 +262,19 @@ class EnrichTooLarge(UserError):
 
     def __init__(self, message: str, *, limit: str, allowed: int, got: int) -> None:
         super().__init__(message, limit=limit, allowed=allowed, got=got)
-        self.limit, self.allowed, self.got = limit, allowed, got
+
+    # read from the error's context, which survives pickling (a Serve replica raised it)
+    @property
+    def limit(self) -> str:
+        return self.context["limit"]
+
+    @property
+    def allowed(self) -> int:
+        return self.context["allowed"]
+
+    @property
+    def got(self) -> int:
+        return self.context["got"]
 
 
 @dataclass(frozen=True)
