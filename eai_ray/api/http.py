@@ -315,13 +315,19 @@ async def watch(fut: "asyncio.Future[T]", token: CancelToken, *, request: Reques
 
 def chunked_encode(encode: Callable[[list[str]], np.ndarray], check: Callable[[], None],
                    chunk: int = EMBED_CHUNK) -> Callable[[list[str]], np.ndarray]:
-    """``encode`` in chunks with ``check`` between them: a stopped request stops within one chunk."""
+    """``encode`` of the distinct texts, in chunks with ``check`` between them: a stopped request
+    stops within one chunk, and a repeated text costs nothing (the token budget counts distinct texts)."""
     def run(texts: list[str]) -> np.ndarray:
+        distinct = list(dict.fromkeys(texts))
         parts = []
-        for i in range(0, len(texts), chunk):
+        for i in range(0, len(distinct), chunk):
             check()
-            parts.append(np.asarray(encode(texts[i:i + chunk]), dtype=np.float32))
-        return np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
+            parts.append(np.asarray(encode(distinct[i:i + chunk]), dtype=np.float32))
+        if not parts:
+            return np.zeros((0, 384), np.float32)
+        vecs = np.concatenate(parts)
+        row = {t: k for k, t in enumerate(distinct)}
+        return vecs[[row[t] for t in texts]]
     return run
 
 

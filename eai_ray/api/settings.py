@@ -105,8 +105,10 @@ class ApiSettings(BaseModel):
                                       "(names, descriptions, first 8 distinct samples of every column)")
     map_max_llm_calls: int = Field(default=8, ge=0, description="LLM disambiguations per request")
     map_deadline_s: float = Field(default=30.0, gt=0, description="deadline of a /v1/map request, queueing included")
-    map_concurrency: int = Field(default=1, gt=0, description="/v1/map requests computed at once (per Mapper replica)")
-    map_queue: int = Field(default=2, ge=0, description="/v1/map requests waiting; more get 503")
+    map_concurrency: int = Field(default=1, gt=0, description="/v1/map requests computed at once without Serve "
+                                 "(on Serve: one per Mapper replica, see mapper_replicas)")
+    map_queue: int = Field(default=2, ge=0, description="/v1/map requests waiting (on Serve: the Mapper's "
+                           "max_queued_requests); more get 503")
 
     # /v1/enrich: work is rows x specs, embedding tokens and LLM completions (EnrichLimits)
     enrich_max_cells: int = Field(default=2000, gt=0, description="rows x specs per request")

@@ -315,3 +315,18 @@ def test_a_full_pool_answers_503_at_once_and_healthz_stays_fast(slow_api):
     assert codes == [200, 200, 503, 503] and worst < 1.0, (codes, worst)
     busy = next(f.result() for f in futs if f.result().status_code == 503)
     assert busy.headers["Retry-After"] == "1" and "/v1/map is busy" in busy.json()["detail"]
+
+
+def test_limits_deadlines_and_pools_come_from_the_environment(monkeypatch):
+    from eai_ray.errors import ConfigError
+
+    monkeypatch.setenv("EAI_MAP_MAX_COLUMNS", "128")
+    monkeypatch.setenv("EAI_ENRICH_MAX_CELLS", "500")
+    monkeypatch.setenv("EAI_SQL_DEADLINE_S", "2.5")
+    s = ApiSettings.from_env(auth=False, map_queue=7)
+    assert s.map_limits().max_columns == 128 and s.enrich_limits().max_cells == 500
+    assert s.sql_deadline_s == 2.5 and s.map_queue == 7
+    assert ApiSettings.env_name("map_max_embed_tokens") == "EAI_MAP_MAX_EMBED_TOKENS"
+    monkeypatch.setenv("EAI_MAP_MAX_COLUMNS", "many")
+    with pytest.raises(ConfigError, match="EAI_MAP_MAX_COLUMNS must be an integer"):
+        ApiSettings.from_env(auth=False)
