@@ -85,6 +85,26 @@ class Gateway:
         return create_api(self._backend, self._settings)
 
 
+DEFAULT_CPUS = {"embedder_cpus": 1.0, "llm_cpus": 1.0, "mapper_cpus": 1.0}
+
+
+def fit_cpus(total_cpus: float, settings: ServeSettings) -> dict[str, float]:
+    """CPU requests per replica that fit a machine of ``total_cpus`` logical CPUs.
+
+    The defaults (one CPU per Embedder, LLM and Mapper replica) need three CPUs; on a smaller local
+    Ray a deployment would wait for a CPU that never comes. Here every request shrinks by the same
+    factor until all replicas fit in 90% of the machine (Serve's controller and proxy ask for none),
+    rounded down to 0.05 CPU. On a machine that holds the defaults they are returned unchanged.
+    """
+    replicas = {"embedder_cpus": settings.embedder_replicas, "llm_cpus": settings.llm_replicas,
+                "mapper_cpus": settings.mapper_replicas}
+    need = sum(DEFAULT_CPUS[k] * n for k, n in replicas.items())
+    if need <= total_cpus:
+        return dict(DEFAULT_CPUS)
+    factor = 0.9 * total_cpus / need
+    return {k: max(0.05, int(v * factor * 20) / 20) for k, v in DEFAULT_CPUS.items()}
+
+
 def build_app(args: dict[str, Any] | None = None):
     """Application builder (``import_path: serve_deployments.app:build_app`` in configs/serve.yaml).
 
@@ -101,11 +121,11 @@ def build_app(args: dict[str, Any] | None = None):
                                llm_replicas=args.pop("llm_replicas", None),
                                mapper_replicas=args.pop("mapper_replicas", None))
     llm_backend = args.pop("llm_backend", None)
-    emb_cpus = float(args.pop("embedder_cpus", 1))
-    llm_cpus = float(args.pop("llm_cpus", 1))
+    emb_cpus = float(args.pop("embedder_cpus", DEFAULT_CPUS["embedder_cpus"]))
+    llm_cpus = float(args.pop("llm_cpus", DEFAULT_CPUS["llm_cpus"]))
     emb_threads = args.pop("embedder_threads", None)
     emb_wait = float(args.pop("embedder_batch_wait_s", 0.05))
-    map_cpus = float(args.pop("mapper_cpus", 1))
+    map_cpus = float(args.pop("mapper_cpus", DEFAULT_CPUS["mapper_cpus"]))
     map_threads = int(args.pop("mapper_threads", 1))
     api = {k: args.pop(k) for k in list(args) if k in ApiSettings.model_fields}
     if args:

@@ -35,3 +35,17 @@ def test_eai_serve_is_a_registered_command():
     args = build_parser().parse_args(["serve", "--port", "9123", "--no-auth", "--llm-backend", "none"])
     assert args.port == 9123 and args.no_auth and args.llm_backend == "none"
     assert args.fn.__module__ == "eai_ray.api.cli"
+
+
+def test_local_cpu_requests_fit_the_machine():
+    from serve_deployments.app import DEFAULT_CPUS, fit_cpus
+
+    s = ServeSettings()
+    assert fit_cpus(16, s) == DEFAULT_CPUS  # room for the defaults: unchanged
+    for total in (1, 2, 2.5):
+        shares = fit_cpus(total, s)
+        assert sum(shares.values()) <= 0.9 * total and min(shares.values()) > 0
+    many = ServeSettings(embedder_replicas=2, mapper_replicas=3)
+    shares = fit_cpus(4, many)
+    need = shares["embedder_cpus"] * 2 + shares["llm_cpus"] + shares["mapper_cpus"] * 3
+    assert need <= 0.9 * 4
