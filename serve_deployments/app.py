@@ -105,12 +105,22 @@ def fit_cpus(total_cpus: float, settings: ServeSettings) -> dict[str, float]:
     return {k: max(0.05, int(v * factor * 20) / 20) for k, v in DEFAULT_CPUS.items()}
 
 
+def _cluster_cpus() -> float:
+    """Logical CPUs of the Ray cluster the application is built on (infinite when Ray is not up)."""
+    import ray
+
+    if not ray.is_initialized():
+        return float("inf")
+    return float(ray.cluster_resources().get("CPU", 0)) or float("inf")
+
+
 def build_app(args: dict[str, Any] | None = None):
     """Application builder (``import_path: serve_deployments.app:build_app`` in configs/serve.yaml).
 
     args: ``gpu`` (Embedder asks for one GPU; default EAI_SERVE_GPU), ``embedder_replicas``,
     ``llm_replicas``, ``mapper_replicas``, ``embedder_cpus``/``llm_cpus``/``mapper_cpus`` (Ray CPUs per
-    replica, default 1), ``embedder_threads`` (torch threads; default Ray's, i.e. the replica's CPUs),
+    replica, default 1, or shares of the cluster's CPUs when it has fewer than the replicas need:
+    see ``fit_cpus``), ``embedder_threads`` (torch threads; default Ray's, i.e. the replica's CPUs),
     ``mapper_threads`` (default 1: a mapping uses one core), ``embedder_batch_wait_s`` (how long a
     model batch waits for more requests, default 0.05 s), ``llm_backend`` (default EAI_LLM_BACKEND),
     and any ``ApiSettings`` field: ``auth``, ``api_key_sha256``, ``max_body_bytes``, ``max_texts``,
@@ -121,11 +131,12 @@ def build_app(args: dict[str, Any] | None = None):
                                llm_replicas=args.pop("llm_replicas", None),
                                mapper_replicas=args.pop("mapper_replicas", None))
     llm_backend = args.pop("llm_backend", None)
-    emb_cpus = float(args.pop("embedder_cpus", DEFAULT_CPUS["embedder_cpus"]))
-    llm_cpus = float(args.pop("llm_cpus", DEFAULT_CPUS["llm_cpus"]))
+    cpus = fit_cpus(_cluster_cpus(), s)
+    emb_cpus = float(args.pop("embedder_cpus", cpus["embedder_cpus"]))
+    llm_cpus = float(args.pop("llm_cpus", cpus["llm_cpus"]))
     emb_threads = args.pop("embedder_threads", None)
     emb_wait = float(args.pop("embedder_batch_wait_s", 0.05))
-    map_cpus = float(args.pop("mapper_cpus", DEFAULT_CPUS["mapper_cpus"]))
+    map_cpus = float(args.pop("mapper_cpus", cpus["mapper_cpus"]))
     map_threads = int(args.pop("mapper_threads", 1))
     api = {k: args.pop(k) for k in list(args) if k in ApiSettings.model_fields}
     if args:

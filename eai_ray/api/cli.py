@@ -43,12 +43,7 @@ def cmd_serve(args) -> int:
     info = ensure_ray(RayConfig(address=args.address), quiet=True)
     from ray import serve
 
-    from serve_deployments.app import build_app, fit_cpus
-
-    if info["local"]:  # a local Ray has the machine's CPUs only: every deployment must fit in them
-        import ray
-
-        app_args.update(fit_cpus(ray.cluster_resources().get("CPU", 1.0), settings))
+    from serve_deployments.app import build_app
 
     # the proxy's end-to-end timeout is a backstop: each expensive route stops its own work sooner
     serve.start(http_options={"host": settings.host, "port": settings.port,

@@ -154,6 +154,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope = _json_by_default(scope)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._reject(send)
@@ -177,6 +178,17 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _json_by_default(scope: dict) -> dict:
+    """The API speaks JSON only: a body sent without a content type, or as a form (curl's ``-d``
+    default), is read as JSON instead of failing validation with 422."""
+    headers = list(scope.get("headers") or [])
+    ctype = dict(headers).get(b"content-type", b"").split(b";")[0].strip().lower()
+    if scope.get("method") != "POST" or ctype not in (b"", b"application/x-www-form-urlencoded"):
+        return scope
+    headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+    return {**scope, "headers": headers}
 
 
 def _replay(messages: list[dict], then=None):

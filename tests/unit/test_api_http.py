@@ -70,6 +70,18 @@ def test_embed_with_the_key(api):
     assert np.allclose(vecs, np.asarray(body["embeddings"]), atol=1e-6) and r["embeddings"] is None
 
 
+def test_a_json_body_without_its_content_type_is_read_as_json(api):
+    """curl -d sends a form content type; the README's example must work as written."""
+    body = json.dumps({"texts": ["order date"]})
+    for ctype in (None, "application/x-www-form-urlencoded"):
+        headers = {"X-API-Key": KEY, **({"Content-Type": ctype} if ctype else {})}
+        r = requests.post(f"{api}/v1/embed", data=body, headers=headers)
+        assert r.status_code == 200, (ctype, r.text)
+        assert len(r.json()["embeddings"]) == 1
+    r = requests.post(f"{api}/v1/embed", data=body, headers={"X-API-Key": KEY, "Content-Type": "text/csv"})
+    assert r.status_code == 422  # a declared non-JSON body is still refused
+
+
 def test_oversized_requests_get_413(api):
     h = {"X-API-Key": KEY}
     assert requests.post(f"{api}/v1/embed", json={"texts": ["x" * 70_000]}, headers=h).status_code == 413

@@ -15,8 +15,9 @@ def test_serve_yaml_points_at_the_builder_with_known_args():
     ServeDeploySchema.model_validate(data) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(data)
     app = data["applications"][0]
     assert app["import_path"] == "serve_deployments.app:build_app" and app["name"] == "eai"
-    known = set(ApiSettings.model_fields) | {"gpu", "embedder_replicas", "llm_replicas", "llm_backend",
-                                            "embedder_cpus", "llm_cpus", "embedder_threads"}
+    known = set(ApiSettings.model_fields) | {"gpu", "embedder_replicas", "llm_replicas", "mapper_replicas",
+                                            "llm_backend", "embedder_cpus", "llm_cpus", "mapper_cpus",
+                                            "embedder_threads", "mapper_threads", "embedder_batch_wait_s"}
     assert set(app["args"]) <= known
     assert app["args"]["auth"] is True
 
@@ -49,3 +50,18 @@ def test_local_cpu_requests_fit_the_machine():
     shares = fit_cpus(4, many)
     need = shares["embedder_cpus"] * 2 + shares["llm_cpus"] + shares["mapper_cpus"] * 3
     assert need <= 0.9 * 4
+
+
+def test_readme_limits_table_matches_the_settings():
+    """Every request limit, deadline and pool size in the README table exists with its real default."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `(EAI_[A-Z_]+)` \| ([^|]+) \|", readme, re.M))
+    for name, field in ApiSettings.model_fields.items():
+        if field.annotation not in (int, float) or name == "llm_timeout":
+            continue
+        env = ApiSettings.env_name(name)
+        assert env in documented, f"{env} missing from the README limits table"
+        shown = documented[env].strip().removesuffix(" s").replace(",", "")
+        assert float(shown) == field.default, (env, shown, field.default)
