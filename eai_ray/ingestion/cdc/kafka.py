@@ -8,9 +8,9 @@ a restarted publisher fences the old one); the source (slot/GTID) is acknowledge
 the Kafka transaction commits. A crash in between resends the transaction: harmless, below.
 
 Consumer side (``KafkaCdcSource``): a CdcSource the ordinary ``CdcConsumer`` drives. It reads the
-topics with ``isolation_level=read_committed`` and no auto commit, reassembles whole source
-transactions in commit order from the markers (a marker becomes visible in the same Kafka
-transaction as its events), drops repeats, and hands a ``TxEnd`` whose ``resume`` token holds
+topics with ``isolation_level=read_uncommitted`` and no auto commit, reassembles whole source
+transactions in commit order from the markers (a transaction is handed on only when its marker
+and all of its events have arrived, so the broker's transaction state decides nothing), drops repeats, and hands a ``TxEnd`` whose ``resume`` token holds
 the Kafka offsets to restart from. The sink commits that token in the SAME Iceberg snapshot
 summary as the data, and on restart ``stream(resume)`` seeks to it; the group's committed
 offsets are only a hint (used when no table holds a token yet). The initial snapshot and the
