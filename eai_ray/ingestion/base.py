@@ -20,10 +20,7 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-# column names the connector may add to every batch; the bronze writer keeps them
-POSITION_COLUMN = "_eai_position"  # where the row came from: file:line, page number, key range
-RAW_COLUMN = "_eai_raw"  # the raw record as text (files, REST), for full fidelity
-ERROR_COLUMN = "_eai_error"  # why a row could not be parsed as-is (null for good rows); silver quarantines it
+from eai_ray.types import ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN  # noqa: F401 - connectors' vocabulary
 
 
 @dataclass

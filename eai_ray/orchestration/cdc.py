@@ -389,7 +389,7 @@ def build_sink(cfg, source_name: str, *, catalog=None):
     """The Iceberg sink of one CDC source (also built inside the sink process)."""
     from eai_ray.config import CdcConfig
     from eai_ray.storage.catalog import open_catalog
-    from eai_ray.storage.cdc_sink import CdcSink
+    from eai_ray.orchestration.cdc_sink import CdcSink
 
     cdc = cfg.source(source_name).cdc or CdcConfig()
     silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}

@@ -33,10 +33,10 @@ from eai_ray.observability.progress import Progress
 from eai_ray.orchestration.dag import gold_order
 from eai_ray.orchestration.executor import Executor
 from eai_ray.processing import quality as qengine
-from eai_ray.processing.dedup import ROW_HASH, combine_fingerprints, fingerprint, latest_per_key, row_hashes
+from eai_ray.storage.dedup import ROW_HASH, combine_fingerprints, fingerprint, latest_per_key, row_hashes
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, renamed_columns, transform
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
-from eai_ray.processing.types import make_iceberg_safe
+from eai_ray.types import make_iceberg_safe
 from eai_ray.redact import redact, redact_tree
 from eai_ray.storage import tables as T
 from eai_ray.storage.catalog import open_catalog

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,9 +22,8 @@ import pyarrow.compute as pc
 
 from eai_ray.config import Rule, SilverTable
 from eai_ray.errors import QualityGateFailed, SqlValidationError
-from eai_ray.ingestion.base import ERROR_COLUMN
-from eai_ray.processing.dedup import latest_per_key
-from eai_ray.processing.types import arrow_type
+from eai_ray.storage.dedup import latest_per_key
+from eai_ray.types import ERROR_COLUMN, arrow_type
 
 META_PREFIX = "_eai_"
 QUARANTINE_SCHEMA = pa.schema([
@@ -113,7 +111,7 @@ def renamed_columns(spec: SilverTable, source_types: dict[str, pa.DataType]) -> 
 
 def _coerce(arr: pa.ChunkedArray, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
     """(values, failed mask): failed = a non-null input that could not become `target`."""
-    from eai_ray.ingestion.discovery import coerce_column
+    from eai_ray.coerce import coerce_column
 
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if arr.type.equals(target):

@@ -27,8 +27,8 @@ from pyiceberg.table import Table
 
 from eai_ray.errors import CommitConflict, IncompatibleSchemaChange, TableNotFound
 from eai_ray.storage import pyiceberg_compat
-from eai_ray.processing.dedup import latest_per_key
-from eai_ray.processing.types import can_widen, fits_into, iceberg_safe, make_iceberg_safe
+from eai_ray.storage.dedup import latest_per_key
+from eai_ray.types import can_widen, fits_into, iceberg_safe, make_iceberg_safe
 
 pyiceberg_compat.install()  # NULL lists of structs stay NULL at rest (see the module)
 
@@ -226,7 +226,7 @@ def replace(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
 
         replace(catalog, "silver.report", latest_read, run_id="r1").unchanged
     """
-    from eai_ray.processing.dedup import row_hashes
+    from eai_ray.storage.dedup import row_hashes
 
     def go():
         tbl = catalog.load_table(name)

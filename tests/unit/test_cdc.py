@@ -13,7 +13,7 @@ from eai_ray.errors import ConfigError
 from eai_ray.ingestion.cdc.events import (BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of, position)
 from eai_ray.ingestion.cdc.pgoutput import PgOutputDecoder
 from eai_ray.storage import tables
-from eai_ray.storage.cdc_sink import CdcSink
+from eai_ray.orchestration.cdc_sink import CdcSink
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

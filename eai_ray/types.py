@@ -1,9 +1,15 @@
-"""Type names used in pipeline YAML, mapped to Arrow, and the widening rules of schema evolution."""
+"""Core types: the type names of pipeline YAML mapped to Arrow, the widening rules of schema evolution,
+and the metadata column names connectors add to every batch (every layer may import this module)."""
 from __future__ import annotations
 
 import re
 
 import pyarrow as pa
+
+# column names a connector may add to every batch; the bronze writer keeps them
+POSITION_COLUMN = "_eai_position"  # where the row came from: file:line, page number, key range
+RAW_COLUMN = "_eai_raw"  # the raw record as text (files, REST), for full fidelity
+ERROR_COLUMN = "_eai_error"  # why a row could not be parsed as-is (null for good rows); silver quarantines it
 
 _DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 

@@ -1,7 +1,12 @@
 """Deduplication by key with sequence-by semantics, shared by the silver stage and the merge."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import polars as pl
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def latest_per_key(df: pl.DataFrame, keys: list[str], sequence_by: str | None) -> pl.DataFrame:
@@ -22,7 +27,7 @@ ROW_HASH = "_eai_row_hash"
 _HASHED_META = ("_eai_raw",)  # the one meta column that is content (the record as the source sent it)
 
 
-def row_hashes(table) -> "pa.Array":
+def row_hashes(table: "pa.Table") -> "pa.Array":
     """A 64-bit content hash per row of an Arrow table, as int64.
 
     Hashes the data columns (and the raw record text, when kept) in name order, never positions,

@@ -27,7 +27,6 @@ from itertools import repeat
 from operator import attrgetter
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -38,7 +37,7 @@ from pyiceberg.catalog import Catalog
 
 from eai_ray.config import SilverTable
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, SnapshotChunk, TableSpec
-from eai_ray.ingestion.discovery import coerce_column
+from eai_ray.coerce import coerce_column
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, transform
 from eai_ray.storage import tables
 
