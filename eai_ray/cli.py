@@ -334,7 +334,7 @@ def cmd_lineage(args) -> int:
         root = f"{table}.{column}" if column else table
         up = Tree(f"[bold]upstream of {root}")
         for e in d["upstream"]:
-            up.add(f"{e['to']} -> {e['from']} ({e['transform']})")
+            up.add(f"{e['from']} -> {e['to']} ({e['transform']})")
         con.print(up)
         down = Tree(f"[bold]downstream of {root}")
         for e in d["downstream"]:

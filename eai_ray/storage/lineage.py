@@ -2,7 +2,7 @@
 
 Nodes are ``table.column`` (``table`` is ``source:<source>.<resource>``, ``bronze.x``,
 ``silver.x`` or ``gold.x``). ``upstream``/``downstream`` walk the graph; ``impact`` lists
-every downstream table; ``openlineage_events`` exports one OpenLineage RunEvent per job.
+every downstream table; ``openlineage_events`` exports the START and COMPLETE RunEvents of each job.
 """
 from __future__ import annotations
 
@@ -44,12 +44,14 @@ class LineageGraph:
         cols = {c for (t, c) in list(self._up) + list(self._down) if t == table}
         return sorted(cols)
 
-    def _walk(self, start: list[tuple[str, str]], nxt) -> list[dict[str, Any]]:
+    def _walk(self, start: list[tuple[str, str]], nxt, *, upstream: bool) -> list[dict[str, Any]]:
+        """Edges reached from `start`, each as data flows (`from` feeds `to`), with its distance."""
         seen, out, q = set(start), [], deque((s, 0) for s in start)
         while q:
             node, depth = q.popleft()
             for t, c, how in nxt[node]:
-                out.append({"from": f"{node[0]}.{node[1]}", "to": f"{t}.{c}", "transform": how, "depth": depth + 1})
+                a, b = (f"{t}.{c}", f"{node[0]}.{node[1]}") if upstream else (f"{node[0]}.{node[1]}", f"{t}.{c}")
+                out.append({"from": a, "to": b, "transform": how, "depth": depth + 1})
                 if (t, c) not in seen:
                     seen.add((t, c))
                     q.append(((t, c), depth + 1))
@@ -59,10 +61,10 @@ class LineageGraph:
         return [(table, column)] if column else [(table, c) for c in self.columns(table)]
 
     def upstream(self, table: str, column: str | None = None) -> list[dict[str, Any]]:
-        return self._walk(self._starts(table, column), self._up)
+        return self._walk(self._starts(table, column), self._up, upstream=True)
 
     def downstream(self, table: str, column: str | None = None) -> list[dict[str, Any]]:
-        return self._walk(self._starts(table, column), self._down)
+        return self._walk(self._starts(table, column), self._down, upstream=False)
 
     def impact(self, table: str, column: str | None = None) -> list[str]:
         """Every table downstream of `table[.column]`: the blast radius of a change or an incident."""
@@ -70,13 +72,28 @@ class LineageGraph:
         return sorted(tables - {table})
 
 
+# a run's status in the metadata catalog -> the OpenLineage event that ends it
+_END_EVENT = {"ok": "COMPLETE", "partial": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+    return str(value)
+
+
 def openlineage_events(store: MetadataStore, *, namespace: str = "eai") -> list[dict[str, Any]]:
-    """One COMPLETE RunEvent per output table, with column-level lineage facets."""
+    """OpenLineage RunEvents of the last run that built each output table: a START at the run's
+    start and a COMPLETE (FAIL, ABORT) at its end, with column-level lineage facets on the output.
+
+    Times are the run's own, from the metadata catalog (an edge recorded outside a known run uses
+    the time it was recorded, with no START). A run still going has only its START."""
     by_dst: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in store.edges():
         by_dst[e["dst_table"]].append(e)
-    events = []
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    events, run_rows = [], {}
     for dst, edges in sorted(by_dst.items()):
         fields: dict[str, Any] = defaultdict(lambda: {"inputFields": []})
         for e in edges:
@@ -84,15 +101,26 @@ def openlineage_events(store: MetadataStore, *, namespace: str = "eai") -> list[
                 "namespace": namespace, "name": e["src_table"], "field": e["src_column"],
                 "transformations": [{"type": "DIRECT", "subtype": e["transform"].upper()}]})
         inputs = sorted({e["src_table"] for e in edges})
-        run_id = edges[-1].get("run_id")
-        events.append({
-            "eventType": "COMPLETE", "eventTime": now, "producer": PRODUCER, "schemaURL": SCHEMA_URL,
-            "run": {"runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}:{dst}"))},
-            "job": {"namespace": namespace, "name": f"build {dst}"},
-            "inputs": [{"namespace": namespace, "name": t} for t in inputs],
-            "outputs": [{"namespace": namespace, "name": dst, "facets": {"columnLineage": {
-                "_producer": PRODUCER,
-                "_schemaURL": "https://openlineage.io/spec/facets/1-1-0/ColumnLineageDatasetFacet.json",
-                "fields": dict(fields)}}}],
-        })
+        latest = max(edges, key=lambda e: (_iso(e.get("recorded_at")) or "", e.get("id") or 0))
+        run_id = latest.get("run_id")
+        if run_id and run_id not in run_rows:
+            run_rows[run_id] = store.run(run_id)
+        run = run_rows.get(run_id) if run_id else None
+        base = {"producer": PRODUCER, "schemaURL": SCHEMA_URL,
+                "run": {"runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}:{dst}"))},
+                "job": {"namespace": namespace, "name": f"build {dst}"},
+                "inputs": [{"namespace": namespace, "name": t} for t in inputs]}
+        outputs = [{"namespace": namespace, "name": dst, "facets": {"columnLineage": {
+            "_producer": PRODUCER,
+            "_schemaURL": "https://openlineage.io/spec/facets/1-1-0/ColumnLineageDatasetFacet.json",
+            "fields": dict(fields)}}}]
+        if run is None:
+            events.append({"eventType": "COMPLETE", "eventTime": _iso(latest.get("recorded_at")), **base,
+                           "outputs": outputs})
+            continue
+        events.append({"eventType": "START", "eventTime": _iso(run["started_at"]), **base,
+                       "outputs": [{"namespace": namespace, "name": dst}]})
+        if run.get("finished_at") is not None:
+            events.append({"eventType": _END_EVENT.get(run["status"], "COMPLETE"),
+                           "eventTime": _iso(run["finished_at"]), **base, "outputs": outputs})
     return events

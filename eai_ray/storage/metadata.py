@@ -109,6 +109,12 @@ class MetadataStore:
             rows = c.execute(sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)).mappings().all()
         return [dict(r) for r in rows]
 
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run's row (started_at, finished_at, status, summary), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
     # ------------------------------------------------------------------ schemas
     def latest_schema(self, table: str) -> tuple[int, dict[str, Any]] | None:
         with self.engine.connect() as c:

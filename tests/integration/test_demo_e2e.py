@@ -101,7 +101,7 @@ def test_gold_lineage_and_quality(demo_run):
     catalog = open_catalog(cfg)
     assert count(catalog, "gold.revenue_by_country") > 0
     graph = LineageGraph.load(MetadataStore.for_pipeline(cfg))
-    up = {e["to"] for e in graph.upstream("gold.revenue_by_country", "revenue")}
+    up = {e["from"] for e in graph.upstream("gold.revenue_by_country", "revenue")}  # what feeds it
     assert {"silver.orders.amount", "bronze.shop_orders.amount", "source:shop.orders.amount"} <= up
     assert "gold.top_customers" in graph.impact("silver.customers", "country")
     q = MetadataStore.for_pipeline(cfg).quality("silver.customers")
