@@ -300,11 +300,12 @@ def cmd_history(args) -> int:
     def render(hist):
         from rich.table import Table
         t = Table(title=f"history of {args.table}")
-        for c in ("snapshot_id", "timestamp", "operation", "run_id", "added_rows", "total_rows"):
+        for c in ("snapshot_id", "timestamp", "operation", "run_id", "added", "updated", "deleted", "total_rows"):
             t.add_column(c)
         for h in hist:
             t.add_row(str(h["snapshot_id"]), h["timestamp"], str(h["operation"]), str(h["run_id"]),
-                      f"{h['added_rows']:,}", f"{h['total_rows']:,}")
+                      f"{h['added_rows']:,}", f"{h['updated_rows']:,}", f"{h['deleted_rows']:,}",
+                      f"{h['total_rows']:,}")
         _console().print(t)
 
     _emit(args, hist, render)

@@ -415,11 +415,24 @@ def history(tbl: Table) -> list[dict[str, Any]]:
             "timestamp": dt.datetime.fromtimestamp(entry.timestamp_ms / 1000, dt.timezone.utc).isoformat(),
             "operation": s.operation.value if s else None,
             "run_id": props.get("eai.run_id"),
-            "added_rows": int(props.get("added-records", 0)),
+            **_row_changes(props),
             "total_rows": int(props.get("total-records", 0)),
             "properties": {k: v for k, v in props.items() if k.startswith("eai.")},
         })
     return out
+
+
+def _row_changes(props: dict[str, str]) -> dict[str, int]:
+    """Rows a snapshot added, updated and deleted as the table's content sees it. A copy-on-write
+    merge or replace rewrites whole files, so Iceberg's added-/deleted-records count every row of
+    the rewritten files; those appear as ``rewritten_rows`` only."""
+    for op in ("merge", "replace"):
+        if f"eai.{op}.inserted" in props:
+            return {"added_rows": int(props[f"eai.{op}.inserted"]), "updated_rows": int(props.get(f"eai.{op}.updated", 0)),
+                    "deleted_rows": int(props.get(f"eai.{op}.deleted", 0)),
+                    "rewritten_rows": int(props.get("added-records", 0))}
+    return {"added_rows": int(props.get("added-records", 0)), "updated_rows": 0,
+            "deleted_rows": int(props.get("deleted-records", 0)), "rewritten_rows": 0}
 
 
 def snapshot_as_of(tbl: Table, when: dt.datetime) -> int | None:

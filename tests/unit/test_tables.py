@@ -52,7 +52,12 @@ def test_merge_deletes_and_snapshot_carries_run_id(catalog):
     assert st.deleted == 1 and st.updated == 1
     tbl = catalog.load_table("silver.t")
     assert 1 not in rows(tbl) and rows(tbl)[2]["v"] == "y"
-    assert T.history(tbl)[0]["run_id"] == "r9"
+    h = T.history(tbl)
+    assert h[0]["run_id"] == "r9"
+    # the merge rewrote the 10-row file: history says what changed, not what was rewritten
+    assert (h[0]["added_rows"], h[0]["updated_rows"], h[0]["deleted_rows"]) == (0, 1, 1)
+    assert h[0]["rewritten_rows"] == 9 and h[0]["total_rows"] == 9
+    assert (h[1]["added_rows"], h[1]["updated_rows"], h[1]["deleted_rows"], h[1]["total_rows"]) == (10, 0, 0, 10)
 
 
 def test_merge_prunes_files_by_key_range(catalog):
