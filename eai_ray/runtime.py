@@ -20,6 +20,7 @@ def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
         os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
+    _quiet_token_auth_notice()
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return {"address": ctx.gcs_address, "local": False, "dashboard": None}
@@ -37,6 +38,20 @@ def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
     url = getattr(info, "dashboard_url", None)
     return {"address": info.address_info.get("gcs_address") if hasattr(info, "address_info") else address,
             "local": local, "dashboard": f"http://{url}" if url else None}
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_auth_notice() -> None:
+    """Ray prints a notice on every local start that token authentication is on (its default, which
+    we keep). It says nothing the user can act on, so it is dropped; the warning Ray gives when
+    authentication is OFF is kept."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropNotice) for f in logger.filters):
+        logger.addFilter(_DropNotice())
 
 
 def tune_gc_for_streaming(threshold: int = 100_000) -> None:
