@@ -1,8 +1,8 @@
 """One error tree for eai-ray.
 
 Every error says whether a retry can help (``transient``) and carries its
-context as fields, so the self-healing controller decides by type, never by
-parsing message text. User errors (bad config, bad input) map to exit code 2,
+context as fields, so retry policies decide by type, never by parsing
+message text. User errors (bad config, bad input) map to exit code 2,
 pipeline failures to exit code 1.
 """
 from __future__ import annotations

@@ -8,8 +8,8 @@
   vLLM cannot share this environment. It speaks the OpenAI protocol, so ``EAI_LLM_BACKEND=vllm``
   is ``OpenAICompatible`` pointed at that app (see ``vllm_serve_config`` and ``configs/serve_vllm.yaml``).
 
-Every call returns a ``Completion`` with token counts (for the cost tracker) and is also added
-to the process-wide ``USAGE`` ledger. Failures raise typed errors: ``LLMTimeout``,
+Every call returns a ``Completion`` with token counts and is also added to the process-wide
+``USAGE`` ledger (``USAGE.snapshot()``: tokens per model in this process). Failures raise typed errors: ``LLMTimeout``,
 ``LLMUnavailable`` (retry may help), ``LLMAuthError``, ``LLMError``, ``ModelNotAvailable``.
 
 Example::
@@ -78,7 +78,7 @@ class LLM(Protocol):
 
 # --------------------------------------------------------------------------- usage ledger
 class UsageLedger:
-    """Token counts per model in this process; the cost tracker reads ``snapshot()``."""
+    """Token counts per model in this process (``snapshot()``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
