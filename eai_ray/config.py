@@ -808,7 +808,50 @@ def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
                 msg += f"\n  and {len(problems) - MAX_PROBLEMS_SHOWN} more"
         raise ConfigError(msg, file=file, field=field) from None
     cfg.source_file = file if file != "<pipeline>" else None
+    _refuse_state_in_job_copy(cfg, file)
     return cfg
+
+
+# Ray unpacks a job's --working-dir into a per-job folder under the session's runtime resources
+_JOB_COPY = re.compile(r"/runtime_resources/working_dir_files/[^/]+/")
+
+
+def _local_path(uri: str) -> str | None:
+    """The local filesystem path a state URI names (sqlite:///x, file:///x, a plain path), else None."""
+    if uri.startswith("sqlite:///"):
+        return uri[len("sqlite:///"):]
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
+
+
+def _refuse_state_in_job_copy(cfg: PipelineConfig, file: str) -> None:
+    """A job submitted with --working-dir reads its YAML from a temporary copy of that folder; a
+    relative state_dir (or catalog/metadata path) would then put the tables inside the copy,
+    invisible from the user's shell and lost when the cluster stops."""
+    if not cfg.source_file or not _JOB_COPY.search(cfg.source_file):
+        return
+    places = [("state_dir", cfg.state_dir, None)]
+    if cfg.catalog.uri:
+        places.append(("catalog.uri", cfg.catalog.uri, _local_path(cfg.catalog.uri)))
+    if cfg.catalog.warehouse:
+        places.append(("catalog.warehouse", cfg.catalog.warehouse, _local_path(cfg.catalog.warehouse)))
+    if cfg.metadata_uri:
+        places.append(("metadata_uri", cfg.metadata_uri, _local_path(cfg.metadata_uri)))
+    shared = bool(cfg.catalog.uri and cfg.catalog.warehouse and cfg.metadata_uri)
+    for field, raw, local in places:
+        if field == "state_dir":
+            if shared:
+                continue  # every table and record lives elsewhere; state_dir holds only scratch
+            local = str(cfg.state_path)
+        if local is not None and _JOB_COPY.search(cfg.path(local) if not os.path.isabs(local) else local):
+            raise ConfigError(
+                f"'{raw}' resolves inside this Ray job's temporary copy of its working directory "
+                f"({cfg.path(local) if not os.path.isabs(local) else local}): the tables would be invisible "
+                "outside the job and lost when the cluster stops", file=file, field=field,
+                expected="an absolute path every node can reach (or object storage / PostgreSQL for the "
+                         "catalog and metadata), or submit the job without --working-dir and pass the "
+                         "pipeline's absolute path")
 
 
 def load_pipeline(path: str | os.PathLike) -> PipelineConfig:

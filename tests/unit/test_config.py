@@ -264,3 +264,22 @@ def test_replication_slot_names_follow_the_servers_rule():
         parse_pipeline(base)
     base["sources"][0]["cdc"]["slot"] = "eai_ok_slot_1"
     assert parse_pipeline(base).sources[0].cdc.slot == "eai_ok_slot_1"
+
+
+def test_state_inside_a_ray_jobs_working_dir_copy_is_refused(tmp_path):
+    """`ray job submit --working-dir .` runs the YAML from a temporary copy: relative state would vanish."""
+    copy = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc" / "configs"
+    copy.mkdir(parents=True)
+    body = "name: p\nstate_dir: {state}\nsources:\n  - {{kind: files, name: d, path: data, resources: [{{name: a, pattern: '*.csv'}}]}}\n"
+    rel = copy / "rel.yaml"
+    rel.write_text(body.format(state="../.eai/p"))
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(rel)
+    msg = str(err.value)
+    assert "field 'state_dir'" in msg and "temporary copy" in msg and str(rel) in msg
+    absolute = copy / "abs.yaml"
+    absolute.write_text(body.format(state=tmp_path / "shared-state"))
+    assert load_pipeline(absolute).state_path == tmp_path / "shared-state"
+    normal = tmp_path / "plain.yaml"  # outside a job copy, relative state is fine
+    normal.write_text(body.format(state=".eai"))
+    assert load_pipeline(normal).state_path == tmp_path / ".eai"
