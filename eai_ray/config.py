@@ -808,6 +808,10 @@ def parse_pipeline(data: Any, *, file: str = "<pipeline>") -> PipelineConfig:
                 msg += f"\n  and {len(problems) - MAX_PROBLEMS_SHOWN} more"
         raise ConfigError(msg, file=file, field=field) from None
     cfg.source_file = file if file != "<pipeline>" else None
+    if cfg.source_file:  # a local folder or database file, like state_dir, is relative to the YAML
+        for src in cfg.sources:
+            if isinstance(src, (FileSource, SQLiteSource)) and src.path != ":memory:":
+                src.path = cfg.path(src.path)
     _refuse_state_in_job_copy(cfg, file)
     return cfg
 

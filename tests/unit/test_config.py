@@ -283,3 +283,17 @@ def test_state_inside_a_ray_jobs_working_dir_copy_is_refused(tmp_path):
     normal = tmp_path / "plain.yaml"  # outside a job copy, relative state is fine
     normal.write_text(body.format(state=".eai"))
     assert load_pipeline(normal).state_path == tmp_path / ".eai"
+
+
+def test_local_source_paths_resolve_against_the_yaml_folder(tmp_path):
+    """Like state_dir: `eai run` of the same YAML reads the same folder from any working directory."""
+    (tmp_path / "cfg").mkdir()
+    p = tmp_path / "cfg" / "p.yaml"
+    p.write_text("name: p\nsources:\n"
+                 "  - {kind: files, name: d, path: ../data, resources: [{name: a, pattern: '*.csv'}]}\n"
+                 "  - {kind: sqlite, name: s, path: shop.db, tables: [{name: t}]}\n"
+                 "  - {kind: files, name: b, path: 's3://bucket/x', resources: [{name: a, pattern: '*.csv'}]}\n")
+    cfg = load_pipeline(p)
+    assert cfg.source("d").path == str(tmp_path / "data")
+    assert cfg.source("s").path == str(tmp_path / "cfg" / "shop.db")
+    assert cfg.source("b").path == "s3://bucket/x"
