@@ -152,7 +152,8 @@ class _Api(BaseHTTPRequestHandler):
 
 
 def pipeline_yaml(*, sqlite_path: Path, files_dir: Path, api_url: str) -> str:
-    return f"""# The demo pipeline: written by `eai demo`, runnable with `eai run {'{this file}'}`.
+    return f"""# The demo pipeline, written by `eai demo`. Its REST source (api) and token exist only while
+# `eai demo` runs: run `eai demo` again to re-run this pipeline (unchanged data changes nothing).
 name: demo
 state_dir: state
 sources:

@@ -64,3 +64,26 @@ def test_two_commands_are_the_makefile_targets():
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo: install\n\t\$\(BIN\)/eai demo", makefile, re.M)
     assert re.search(r"^test: install\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
+
+
+def test_quickstart_commands_run_as_written(tmp_path):
+    """After `eai demo`, every "look around" command of the Quickstart succeeds in the demo's folder,
+    and running the demo again changes nothing."""
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "EAI_PIPELINE")}
+    env["EAI_RAY_DASHBOARD"] = "0"
+    first = subprocess.run([".venv/bin/eai", "demo", "--local"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    time.sleep(1.1)  # `--as-of now` must fall after the demo's last snapshot (second resolution)
+    for line in readme_block("Quickstart"):
+        out = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, (line, out.stdout[-2000:], out.stderr[-2000:])
+        if line.startswith(".venv/bin/eai demo"):
+            rerun = out.stdout
+    rows = [ln.split("│")[1:-1] for ln in rerun.splitlines() if ln.startswith("│ ") and ln.count("│") == 13]
+    assert len(rows) == 5 and all(r[-1].strip() == "ok" for r in rows), rerun[-3000:]
+    # nothing inserted or updated the second time: the same data read again changes nothing
+    assert all(r[4].strip() == "0" and r[5].strip() == "0" for r in rows), rerun[-3000:]
+    assert ": OK in" in rerun and "silver unchanged" in rerun, rerun[-3000:]
