@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import polars as pl
@@ -26,13 +25,13 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.table import Table
 
 from eai_ray.errors import CommitConflict, IncompatibleSchemaChange, TableNotFound
+from eai_ray.retry import COMMIT_CONFLICT
 from eai_ray.storage import pyiceberg_compat
 from eai_ray.storage.dedup import latest_per_key
 from eai_ray.types import can_widen, fits_into, iceberg_safe, make_iceberg_safe
 
 pyiceberg_compat.install()  # NULL lists of structs stay NULL at rest (see the module)
 
-COMMIT_RETRIES = 5
 TARGET_FILE_BYTES = str(64 * 1024 * 1024)  # several files per large table, so MERGE can prune
 
 
@@ -135,15 +134,19 @@ def _props(run_id: str, extra: dict[str, Any] | None) -> dict[str, str]:
     return props
 
 
-def _retry_commit(fn, *, table: str):
-    """Run a commit; on a concurrent-commit conflict reload and retry, never drop the write."""
-    for attempt in range(COMMIT_RETRIES):
+def _retry_commit(fn, *, table: str, sleep=None):
+    """Run a commit; on a concurrent-commit conflict reload and retry, never drop the write.
+
+    Each conflict is a ``CommitConflict``, retried by the ``commit_conflict`` policy (eai_ray/retry.py);
+    the last one is raised when the attempts run out.
+    """
+    def once():
         try:
             return fn()
         except CommitFailedException as exc:
-            if attempt == COMMIT_RETRIES - 1:
-                raise CommitConflict(f"commit to {table} kept conflicting: {exc}", table=table) from None
-            time.sleep(0.05 * 2 ** attempt)
+            raise CommitConflict(f"commit to {table} kept conflicting: {exc}", table=table) from None
+
+    return COMMIT_CONFLICT.call(once, sleep=sleep)
 
 
 def write_data_files(tbl: Table, data: pa.Table) -> list:

@@ -130,3 +130,30 @@ def test_replace_reports_what_changed_and_skips_an_equal_content(catalog):
     st = T.replace(catalog, "silver.t", data.slice(1), run_id="r3")  # one of the two equal rows is gone
     assert (st.inserted, st.deleted, st.unchanged) == (0, 1, 2)
     assert T.row_count(catalog.load_table("silver.t")) == 2
+
+
+def test_commit_conflicts_are_retried_then_the_last_raised():
+    from pyiceberg.exceptions import CommitFailedException
+
+    from eai_ray.errors import CommitConflict
+    from eai_ray.retry import COMMIT_CONFLICT
+
+    calls, slept = [], []
+
+    def go():
+        calls.append(1)
+        if len(calls) < 3:
+            raise CommitFailedException("another writer committed first")
+        return 42
+
+    assert T._retry_commit(go, table="silver.t", sleep=slept.append) == 42
+    assert len(calls) == 3 and len(slept) == 2 and slept[0] <= COMMIT_CONFLICT.base
+
+    def never():
+        calls.append(1)
+        raise CommitFailedException("stale")
+
+    calls.clear()
+    with pytest.raises(CommitConflict, match="commit to silver.t kept conflicting: stale") as info:
+        T._retry_commit(never, table="silver.t", sleep=slept.append)
+    assert len(calls) == COMMIT_CONFLICT.attempts and info.value.transient
