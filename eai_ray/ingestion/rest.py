@@ -5,10 +5,11 @@ changes -> JSON text); every row keeps ``_eai_raw`` (the record as JSON) and
 ``_eai_position`` ("page N" or "cursor=<value>").
 
 Failures are typed: 401/403 -> AuthenticationFailed, 404 -> SourceNotFound,
-429 (after honouring Retry-After ``max_retries`` times) -> RateLimited,
-5xx / timeouts / refused connections (after exponential backoff) ->
-SourceUnavailable. Secrets are resolved when a request is built and never
-appear in messages.
+429 -> RateLimited, 5xx / timeouts / refused connections -> SourceUnavailable, both
+retried ``max_retries`` times by the ``http`` policy of ``eai_ray/retry.py`` (jittered
+exponential backoff; the Retry-After of a 429 or 503, seconds or an HTTP date, is
+honoured up to 5 minutes, a longer one fails fast). Secrets are resolved when a request
+is built and never appear in messages.
 
 Example::
 
@@ -22,7 +23,6 @@ Example::
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from typing import Any, Callable, Iterator
@@ -37,6 +37,7 @@ from eai_ray.errors import (AuthenticationFailed, RateLimited, SourceError, Sour
 from eai_ray.ingestion.base import (POSITION_COLUMN, RAW_COLUMN, Batch, DiscoveredSchema,
                                     cursor_value, merge_checkpoints)
 from eai_ray.ingestion.discovery import infer_columns, records_to_table
+from eai_ray.retry import HTTP, parse_retry_after
 
 _RECORD_KEYS = ("data", "items", "results", "records")  # where lists usually live when records_path is unset
 
@@ -77,13 +78,15 @@ class RestConnector:
     kind = "rest"
 
     def __init__(self, source: RestSource, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, backoff_base: float = 0.5,
-                 backoff_max: float = 30.0, max_retry_after: float = 300.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, backoff_base: float = HTTP.base,
+                 backoff_max: float = HTTP.max_wait, max_retry_after: float = HTTP.retry_after_cap) -> None:
         self.source = source
         self.name = source.name
         self.clock, self.sleep = clock, sleep
-        self.backoff_base, self.backoff_max = backoff_base, backoff_max
-        self.max_retry_after = max_retry_after  # a longer Retry-After fails fast: the scheduler retries later
+        # the `http` policy of eai_ray/retry.py, with this source's attempts; a Retry-After longer than
+        # max_retry_after fails fast (the scheduler retries later)
+        self.policy = HTTP.replace(attempts=source.max_retries + 1, base=backoff_base, max_wait=backoff_max,
+                                   retry_after_cap=max_retry_after)
         self.bucket = TokenBucket(source.rate_limit, clock=clock, sleep=sleep) if source.rate_limit else None
         self._session = None
 
@@ -248,13 +251,20 @@ class RestConnector:
         return headers, None
 
     def _get(self, url: str, params: dict[str, Any], resource: str) -> tuple[Any, dict]:
-        """GET with retries; returns (JSON body, parsed Link header)."""
+        """GET under the ``http`` retry policy; returns (JSON body, parsed Link header).
+
+        Timeouts, refused connections and 5xx raise ``SourceUnavailable``, 429 ``RateLimited``;
+        the policy retries both with jittered backoff, or waits the ``Retry-After`` of a 429/503
+        (up to ``max_retry_after``; a longer one fails fast).
+        """
         import requests
 
         where = _shown(url)
-        attempts = self.source.max_retries + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+        tries = 0
+
+        def once() -> tuple[Any, dict]:
+            nonlocal tries
+            tries += 1
             if self.bucket is not None:
                 self.bucket.acquire()
             headers, basic = self._auth(url)
@@ -262,29 +272,22 @@ class RestConnector:
                 resp = self._client().get(url, params=params, headers=headers, auth=basic,
                                           timeout=self.source.timeout)
             except (requests.Timeout, requests.ConnectionError) as exc:
-                if last:
-                    raise SourceUnavailable(
-                        f"source '{self.name}': {where} did not answer after {attempts} attempts "
-                        f"({type(exc).__name__})", source=self.name, resource=resource) from None
-                self.sleep(self._backoff(attempt))
-                continue
+                raise SourceUnavailable(
+                    f"source '{self.name}': {where} did not answer after {_attempts(tries)} "
+                    f"({type(exc).__name__})", source=self.name, resource=resource) from None
             status = resp.status_code
             if status == 429:
-                wait = _retry_after(resp.headers.get("Retry-After"))
-                if last or (wait is not None and wait > self.max_retry_after):
-                    raise RateLimited(f"source '{self.name}': {where} answered 429 (rate limited)",
-                                      source=self.name, resource=resource, retry_after=wait)
-                self.sleep(wait if wait is not None else self._backoff(attempt))
-                continue
+                raise RateLimited(f"source '{self.name}': {where} answered 429 (rate limited)",
+                                  source=self.name, resource=resource,
+                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
             if status >= 500:
-                if last:
-                    raise SourceUnavailable(f"source '{self.name}': {where} answered {status} "
-                                            f"after {attempts} attempts", source=self.name,
-                                            resource=resource, status=status)
-                self.sleep(self._backoff(attempt))
-                continue
+                wait = parse_retry_after(resp.headers.get("Retry-After")) if status == 503 else None
+                raise SourceUnavailable(f"source '{self.name}': {where} answered {status} "
+                                        f"after {_attempts(tries)}", source=self.name,
+                                        resource=resource, status=status, retry_after=wait)
             return self._body(resp, where, resource), resp.links
-        raise AssertionError("unreachable")  # the loop returns or raises
+
+        return self.policy.call(once, sleep=self.sleep)
 
     def _body(self, resp, where: str, resource: str) -> Any:
         status = resp.status_code
@@ -304,9 +307,6 @@ class RestConnector:
             raise SourceError(f"source '{self.name}': {where} did not answer JSON "
                               f"(content type {resp.headers.get('Content-Type')!r})",
                               source=self.name, resource=resource) from None
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2 ** attempt)
 
     # ------------------------------------------------------------------ misc
     def _resource(self, name: str) -> RestResource:
@@ -366,19 +366,8 @@ def _shown(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("" if n == 1 else "s")
 
 
 def _dig(body: Any, path: str | None) -> Any:

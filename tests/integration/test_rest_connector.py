@@ -11,7 +11,8 @@ import pytest
 from eai_ray.config import RestSource
 from eai_ray.errors import AuthenticationFailed, RateLimited, SourceError, SourceNotFound, SourceUnavailable
 from eai_ray.ingestion.base import POSITION_COLUMN, RAW_COLUMN, merge_checkpoints
-from eai_ray.ingestion.rest import RestConnector, TokenBucket, _retry_after
+from eai_ray.ingestion.rest import RestConnector, TokenBucket
+from eai_ray.retry import parse_retry_after as _retry_after
 from tests.integration.cases_files_rest import LocalServer, Request, Response
 
 ITEMS = [{"id": i, "v": f"item {i}"} for i in range(1, 24)]  # 23 items: pages of 10 end short
@@ -197,14 +198,33 @@ def test_timeouts_are_retried_then_source_unavailable(serve):
     assert time.monotonic() - start < 3
 
 
-def test_backoff_is_exponential():
+def test_backoff_is_exponential_with_jitter():
     slept = []
     conn = RestConnector(RestSource.model_validate({
         "kind": "rest", "name": "api", "base_url": "http://127.0.0.1:9", "max_retries": 3,
         "resources": [{"name": "items", "path": "/items"}]}), sleep=slept.append, backoff_base=0.5)
-    with pytest.raises(SourceUnavailable):
+    with pytest.raises(SourceUnavailable, match="did not answer after 4 attempts"):
         conn.check()
-    assert slept == [0.5, 1.0, 2.0]
+    assert len(slept) == 3  # wait n is drawn from [h/2, h], h = 0.5 * 2**(n-1) (the `http` policy)
+    for n, wait in enumerate(slept, 1):
+        assert 0.25 * 2 ** (n - 1) <= wait <= 0.5 * 2 ** (n - 1)
+
+
+def test_503_retry_after_is_honoured_and_capped(serve):
+    server = serve(lambda req: Response(503, {"error": "busy"}, {"Retry-After": "7"}))
+    slept = []
+    conn = RestConnector(RestSource.model_validate({"kind": "rest", "name": "api", "base_url": server.url,
+                                                    "max_retries": 2, "resources": [{"name": "items",
+                                                                                     "path": "/items"}]}),
+                         sleep=slept.append)
+    with pytest.raises(SourceUnavailable, match="answered 503 after 3 attempts") as info:
+        conn.check()
+    assert slept == [7.0, 7.0] and info.value.context["retry_after"] == 7.0
+    slept.clear()
+    capped = RestConnector(conn.source, sleep=slept.append, max_retry_after=5)
+    with pytest.raises(SourceUnavailable, match="answered 503 after 1 attempt"):
+        capped.check()  # a Retry-After beyond the cap fails fast instead of waiting
+    assert slept == [] and len(server.requests) == 4
 
 
 # --------------------------------------------------------------------------- rate limit
