@@ -110,6 +110,45 @@ def test_openai_compatible_unreachable_is_transient():
     assert ei.value.transient
 
 
+class _Answer:
+    def __init__(self, status: int, body=None) -> None:
+        self.status_code, self._body, self.reason = status, body if body is not None else {}, "reason"
+
+    def json(self):
+        return self._body
+
+
+class _Endpoint:
+    """Stands in for the requests session: answers in turn, records each POST."""
+
+    def __init__(self, *answers: _Answer) -> None:
+        self.answers, self.posts = list(answers), 0
+
+    def post(self, url, **kw):
+        self.posts += 1
+        return self.answers.pop(0)
+
+
+def test_openai_compatible_retries_transient_answers_under_the_llm_policy():
+    ok = _Answer(200, {"choices": [{"message": {"content": "hi"}}], "model": "m",
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    slept = []
+    api = OpenAICompatible("http://llm.invalid/v1", model="retry-test", sleep=slept.append)
+    api._session = _Endpoint(_Answer(503, {"error": {"message": "busy"}}), _Answer(429), ok)
+    assert api.complete("x", timeout=30).text == "hi"
+    assert api._session.posts == 3 and len(slept) == 2 and slept[0] <= api.backoff
+
+    api._session = _Endpoint(*(_Answer(500) for _ in range(3)))  # attempts run out: the last error
+    with pytest.raises(LLMUnavailable) as ei:
+        api.complete("x", timeout=30)
+    assert api._session.posts == 3 and ei.value.context["status"] == 500
+
+    api._session = _Endpoint(_Answer(401), ok)  # a wrong key is not retried
+    with pytest.raises(LLMAuthError):
+        api.complete("x", timeout=30)
+    assert api._session.posts == 1
+
+
 def test_openai_compatible_from_env(monkeypatch, gguf):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("EAI_LLM_URL", raising=False)

@@ -29,7 +29,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
 from eai_ray.errors import (
     ConfigError,
@@ -39,6 +39,7 @@ from eai_ray.errors import (
     LLMUnavailable,
     ModelNotAvailable,
 )
+from eai_ray import retry
 
 Backend = Literal["local", "openai", "vllm", "none"]
 
@@ -242,8 +243,9 @@ class OpenAICompatible:
     token; it is never logged or shown in ``repr``.
     """
 
-    def __init__(self, base_url: str, *, model: str, api_key: str | None = None, max_retries: int = 2,
-                 backoff: float = 0.5) -> None:
+    def __init__(self, base_url: str, *, model: str, api_key: str | None = None,
+                 max_retries: int = retry.LLM.attempts - 1, backoff: float = retry.LLM.base,
+                 sleep: Callable[[float], Any] = time.sleep) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"LLM URL must start with http:// or https:// (got {base_url!r})",
                               field="EAI_LLM_URL")
@@ -252,6 +254,8 @@ class OpenAICompatible:
         self._key = api_key
         self.max_retries = max_retries
         self.backoff = backoff
+        self.sleep = sleep
+        self.policy = retry.LLM.replace(attempts=max_retries + 1, base=backoff)  # eai_ray/retry.py
         import requests
 
         self._session = requests.Session()
@@ -290,33 +294,43 @@ class OpenAICompatible:
         url = f"{self.base_url}/chat/completions"
         t0 = time.perf_counter()
         deadline = t0 + timeout
-        attempt = 0
-        while True:
+        tries = 0
+
+        def timed_out() -> LLMTimeout:
+            return LLMTimeout(f"{self.model} at {self.base_url} did not answer within {timeout:g}s",
+                              model=self.model, timeout=timeout)
+
+        def once() -> Completion:
+            nonlocal tries
+            tries += 1
             left = deadline - time.perf_counter()
             if left <= 0:
-                raise LLMTimeout(f"{self.model} at {self.base_url} did not answer within {timeout:g}s",
-                                 model=self.model, timeout=timeout)
+                raise timed_out()
             try:
                 resp = self._session.post(url, json=body, headers=headers, timeout=(min(5.0, left), left))
             except requests.Timeout:
-                raise LLMTimeout(f"{self.model} at {self.base_url} did not answer within {timeout:g}s",
-                                 model=self.model, timeout=timeout) from None
+                raise  # the time left went into this request: not retried, LLMTimeout below
             except requests.RequestException as exc:
-                err: LLMError = LLMUnavailable(f"cannot reach {self.base_url}: {type(exc).__name__}",
-                                               model=self.model, url=self.base_url)
-            else:
-                if resp.status_code == 200:
-                    try:
-                        payload = resp.json()
-                    except ValueError:
-                        raise LLMError(f"{self.base_url} answered 200 with a body that is not JSON",
-                                       model=self.model) from None
-                    return _parse_openai_response(payload, model=self.model, seconds=time.perf_counter() - t0)
-                err = _http_error(resp, self.model, self.base_url)
-            if not err.transient or attempt >= self.max_retries:
-                raise err
-            attempt += 1
-            time.sleep(min(self.backoff * 2 ** (attempt - 1), max(0.0, deadline - time.perf_counter())))
+                raise LLMUnavailable(f"cannot reach {self.base_url}: {type(exc).__name__}",
+                                     model=self.model, url=self.base_url) from None
+            if resp.status_code != 200:
+                raise _http_error(resp, self.model, self.base_url)
+            try:
+                payload = resp.json()
+            except ValueError:
+                raise LLMError(f"{self.base_url} answered 200 with a body that is not JSON",
+                               model=self.model) from None
+            return _parse_openai_response(payload, model=self.model, seconds=time.perf_counter() - t0)
+
+        try:
+            # the `llm` policy of eai_ray/retry.py: transient LLMUnavailable retried, waits cut to the time left
+            return self.policy.call(once, sleep=self.sleep, budget=timeout)
+        except requests.Timeout:
+            raise timed_out() from None
+        except LLMUnavailable as err:
+            if not isinstance(err, LLMTimeout) and tries < self.policy.attempts and time.perf_counter() >= deadline:
+                raise timed_out() from None  # retries were left but the time was not
+            raise
 
     def __repr__(self) -> str:
         return f"OpenAICompatible({self.base_url!r}, model={self.model!r}, key={'***' if self._key else None})"
