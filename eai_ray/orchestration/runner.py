@@ -26,7 +26,8 @@ from pyiceberg.expressions import EqualTo, GreaterThan
 
 from eai_ray.config import (PipelineConfig, SilverTable, expand_tables, has_wildcard, resolvable_secrets,
                             resources_of)
-from eai_ray.errors import EaiError, SqlValidationError, ConfigError, is_transient
+from eai_ray import retry
+from eai_ray.errors import EaiError, SqlValidationError, ConfigError
 from eai_ray.ingestion.base import ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN, DiscoveredSchema, merge_checkpoints
 from eai_ray.observability import metrics
 from eai_ray.observability.progress import Progress
@@ -48,7 +49,6 @@ LOAD_ID = "_eai_load_id"
 CONNECTOR_META = (POSITION_COLUMN, RAW_COLUMN, ERROR_COLUMN)
 BRONZE_META = ("_eai_source", "_eai_run_id", "_eai_ingested_at", LOAD_ID)
 SILVER_CHUNK_ROWS = 500_000
-TRANSIENT_RETRIES = 1  # connectors back off on their own; one more try gets a fresh connection
 
 
 @dataclass
@@ -232,10 +232,11 @@ class PipelineRunner:
     """
 
     def __init__(self, cfg: PipelineConfig, *, executor: Executor, progress: Progress | None = None,
-                 run_id: str | None = None, clock=None) -> None:
+                 run_id: str | None = None, clock=None, sleep=None) -> None:
         self.cfg = cfg
         self.executor = executor
         self.progress = progress or Progress(enabled=False)
+        self.sleep = sleep or time.sleep  # between retries of a table step (the `task` retry policy)
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.run_id = run_id or f"{self.clock():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.catalog = open_catalog(cfg)
@@ -309,40 +310,41 @@ class PipelineRunner:
         metrics.stage_seconds(self.cfg.name, table, layer, seconds)
 
     def _guard(self, rep: TableReport, fn, *args):
-        """Run one table's step; transient errors retry with backoff, others stop this table only."""
-        for attempt in range(TRANSIENT_RETRIES + 1):
+        """Run one table's step; transient errors retry (the ``task`` policy), others stop this table only."""
+        def once():
             try:
                 return fn(*args)
-            except EaiError as exc:
-                if is_transient(exc) and attempt < TRANSIENT_RETRIES:
-                    rep.retries += 1
-                    delay = getattr(exc, "context", {}).get("retry_after") or 0.5 * 2 ** attempt
-                    self.progress.log(f"[yellow]retrying {rep.source} after {type(exc).__name__}: {exc}")
-                    time.sleep(float(delay))
-                    continue
-                if isinstance(exc, ConfigError) and not isinstance(exc, SqlValidationError):
-                    raise
-                rep.status = "failed"
-                rep.error = exc.to_dict()
-                self.progress.log(f"[red]{rep.source}: {type(exc).__name__}: {exc}")
-                return None
-            except Exception as exc:  # noqa: BLE001 - unknown errors stop this table, recorded for diagnosis
-                if _is_ray_task_error(exc) and isinstance(getattr(exc, "cause", None), EaiError):
-                    exc = exc.cause
-                    if is_transient(exc) and attempt < TRANSIENT_RETRIES:
-                        rep.retries += 1
-                        time.sleep(0.5 * 2 ** attempt)
-                        continue
-                rep.status = "failed"
-                stage = getattr(fn, "__name__", "step").strip("_")
-                rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
-                    "type": type(exc).__name__, "transient": False, "stage": stage,
-                    "message": redact(f"{stage} of {rep.source} stopped on an unexpected {type(exc).__name__}: "
-                                      f"{str(exc)[:400] or 'no detail'}; this is a bug in eai-ray, please report "
-                                      "it with the source's column types")}
-                self.progress.log(f"[red]{rep.source}: {rep.error['type']}: {rep.error['message']}")
-                return None
-        return None
+            except Exception as exc:
+                cause = getattr(exc, "cause", None)
+                if _is_ray_task_error(exc) and isinstance(cause, EaiError) and cause.transient:
+                    raise cause from None  # a Ray task's transient error is retried like a local one
+                raise
+
+        def on_retry(exc: BaseException, attempt: int, wait: float) -> None:
+            rep.retries += 1
+            self.progress.log(f"[yellow]retrying {rep.source} after {type(exc).__name__}: {exc}")
+
+        try:
+            return retry.TASK.call(once, sleep=self.sleep, on_retry=on_retry)
+        except EaiError as exc:
+            if isinstance(exc, ConfigError) and not isinstance(exc, SqlValidationError):
+                raise
+            rep.status = "failed"
+            rep.error = exc.to_dict()
+            self.progress.log(f"[red]{rep.source}: {type(exc).__name__}: {exc}")
+            return None
+        except Exception as exc:  # noqa: BLE001 - unknown errors stop this table, recorded for diagnosis
+            if _is_ray_task_error(exc) and isinstance(getattr(exc, "cause", None), EaiError):
+                exc = exc.cause
+            rep.status = "failed"
+            stage = getattr(fn, "__name__", "step").strip("_")
+            rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
+                "type": type(exc).__name__, "transient": False, "stage": stage,
+                "message": redact(f"{stage} of {rep.source} stopped on an unexpected {type(exc).__name__}: "
+                                  f"{str(exc)[:400] or 'no detail'}; this is a bug in eai-ray, please report "
+                                  "it with the source's column types")}
+            self.progress.log(f"[red]{rep.source}: {rep.error['type']}: {rep.error['message']}")
+            return None
 
     # ------------------------------------------------------------------ bronze
     def _bronze(self, source, resource, rep: TableReport) -> DiscoveredSchema:

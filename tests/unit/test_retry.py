@@ -135,3 +135,47 @@ def test_the_docstring_table_matches_the_policies():
         assert row, f"policy {name} is missing from the table in eai_ray/retry.py"
         assert (int(row[1]), float(row[2]), float(row[3])) == (p.attempts, p.base, p.max_wait), name
 
+
+# --------------------------------------------------------------------------- a caller: the runner's table steps
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def _runner(slept: list[float]):
+    from eai_ray.orchestration.runner import PipelineRunner
+
+    runner = object.__new__(PipelineRunner)  # _guard needs only the progress log and the sleep
+    runner.progress, runner.sleep = _Log(), slept.append
+    return runner
+
+
+def test_runner_retries_a_transient_table_step_once_then_records_it():
+    from eai_ray.orchestration.runner import TableReport
+
+    slept: list[float] = []
+    runner, rep = _runner(slept), TableReport(source="api.items", bronze="bronze.items")
+    fn = Flaky(SourceUnavailable("refused"), SourceUnavailable("still refused"))
+    assert runner._guard(rep, fn) is None
+    assert fn.calls == TASK.attempts == 2 and rep.retries == 1 and len(slept) == 1 and slept[0] <= TASK.base
+    assert rep.status == "failed" and rep.error["type"] == "SourceUnavailable" and rep.error["message"] == "still refused"
+    assert "retrying api.items after SourceUnavailable" in runner.progress.lines[0]
+
+    rep = TableReport(source="api.items", bronze="bronze.items")
+    assert runner._guard(rep, Flaky(RateLimited("429", retry_after=4.0))) == "ok"  # its Retry-After is waited
+    assert rep.retries == 1 and slept[-1] == 4.0 and rep.status != "failed"
+
+
+def test_runner_does_not_retry_permanent_errors():
+    from eai_ray.orchestration.runner import TableReport
+
+    slept: list[float] = []
+    runner, rep = _runner(slept), TableReport(source="db.t", bronze="bronze.t")
+    fn = Flaky(AuthenticationFailed("wrong password"))
+    assert runner._guard(rep, fn) is None
+    assert fn.calls == 1 and rep.retries == 0 and slept == [] and rep.error["type"] == "AuthenticationFailed"
+    with pytest.raises(ConfigError):  # a config error stops the run, not just the table
+        runner._guard(rep, Flaky(ConfigError("bad field")))
