@@ -190,3 +190,21 @@ class ServeSettings(BaseModel):
                     request_timeout_s=_env_float("EAI_SERVE_REQUEST_TIMEOUT_S", 120.0))
         vals.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**vals)
+
+
+def serve_app_args(settings: ServeSettings, *, llm_backend: str | None = None,
+                   auth: bool = True) -> tuple[dict, str | None]:
+    """(the arguments of the Serve application, where its API key came from: None with `auth` off).
+
+    A missing key is created (see `resolve_api_key`); only its hash goes into the arguments, so only
+    the hash travels to the replicas.
+    """
+    app_args: dict = {"gpu": settings.gpu}
+    if llm_backend:
+        app_args["llm_backend"] = llm_backend
+    if not auth:
+        app_args["auth"] = False
+        return app_args, None
+    key, where = resolve_api_key(create=True)
+    app_args["api_key_sha256"] = sha256(key)
+    return app_args, where

@@ -453,3 +453,52 @@ def build_publisher(cfg, source_name: str):
                           source_name=source_name, pipeline=cfg.name, committed_resume=committed_resume,
                           consumer_started=lambda: consumer_committed()[0] != ZERO,
                           source_head=source_head, stall_seconds=getattr(cdc, "stall_seconds", 60.0))
+
+
+# ---------------------------------------------------------------------- a pipeline's CDC, as a whole
+def select_cdc_sources(cfg, only: str | None = None, *, file: str | None = None) -> list:
+    """The sources with a `cdc:` block (only the one named `only`, when given); ConfigError when none is."""
+    from eai_ray.errors import ConfigError
+
+    sources = [s for s in cdc_sources(cfg) if not only or s.name == only]
+    if not sources:
+        raise ConfigError("no source with a 'cdc:' block" + (f" named '{only}'" if only else ""),
+                          file=file, field="sources[].cdc", expected="cdc: {} on a postgres or mariadb source")
+    return sources
+
+
+def run_foreground(cfg, sources, *, tick_s: float = 5.0, join_s: float = 30.0,
+                   on_tick: Callable[[list[dict[str, Any]]], None] | None = None,
+                   on_interrupt: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Consume `sources` in this process, without Ray, until every consumer ends or Ctrl-C.
+
+    One thread per consumer (and per Kafka publisher, ``cdc.transport: kafka``). Every `tick_s`
+    seconds `on_tick` gets each source's status; Ctrl-C calls `on_interrupt` and stops them cleanly.
+    Returns each source's last status: [{source, **CdcStatus}].
+    """
+    from eai_ray.runtime import tune_gc_for_streaming
+
+    stop = threading.Event()
+    consumers = [build_consumer(cfg, s.name) for s in sources]
+    tune_gc_for_streaming()  # consuming is this process's only job
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    threads += [threading.Thread(target=build_publisher(cfg, s.name).run, args=(stop,), daemon=True)
+                for s in sources if s.cdc is not None and s.cdc.transport == "kafka"]
+    for t in threads:
+        t.start()
+
+    def statuses() -> list[dict[str, Any]]:
+        return [{"source": s.name, **c.status.to_dict()} for s, c in zip(sources, consumers)]
+
+    try:
+        while any(t.is_alive() for t in threads):
+            stop.wait(tick_s)
+            if on_tick is not None:
+                on_tick(statuses())
+    except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
+    stop.set()
+    for t in threads:
+        t.join(join_s)
+    return statuses()

@@ -95,6 +95,13 @@ def _read_tables(catalog, names: list[str]) -> dict[str, pa.Table]:
     return {n: catalog.load_table(n).scan().to_arrow() for n in names}
 
 
+def run_query(sql: str, catalog, *, limit: int = 1000) -> tuple[str, list[dict[str, Any]]]:
+    """Validate `sql` over the catalog's tables (one read-only SELECT, at most `limit` rows) and run it:
+    (the validated SQL, its rows). `catalog`: a pyiceberg catalog or {"ns.table": pa.Table}."""
+    vq = validate_select(sql, catalog_schema(catalog), limit=limit)
+    return vq.sql, run_select(vq, _read_tables(catalog, vq.tables)).to_pylist()
+
+
 # ---------------------------------------------------------------------- linking
 _STOP = {"the", "a", "an", "of", "in", "for", "by", "per", "what", "is", "are", "was", "were", "which", "who",
          "show", "me", "list", "give", "tell", "how", "many", "much", "and", "with", "to", "from", "on", "each",

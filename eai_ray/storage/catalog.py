@@ -83,3 +83,16 @@ def split_name(name: str, default_ns: str = "silver") -> tuple[str, str]:
         ns, table = name.split(".", 1)
         return ns, table
     return default_ns, name
+
+
+def table_stats(catalog: Catalog, namespaces=("bronze", "silver", "quarantine", "gold")) -> list[dict]:
+    """Every table of `namespaces`: its name, rows (of the current snapshot), snapshots, columns, location."""
+    rows = []
+    for ns in namespaces:
+        for ident in catalog.list_tables(ns):
+            tbl = catalog.load_table(ident)
+            snap = tbl.current_snapshot()
+            total = int(snap.summary.additional_properties.get("total-records", 0)) if snap and snap.summary else 0
+            rows.append({"table": ".".join(ident), "rows": total, "snapshots": len(tbl.metadata.snapshots),
+                         "columns": len(tbl.schema().fields), "location": tbl.location()})
+    return rows

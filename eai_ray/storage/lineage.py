@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict, deque
 from typing import Any
 
+from eai_ray.errors import TableNotFound
 from eai_ray.storage.metadata import MetadataStore
 
 PRODUCER = "https://github.com/eai-ray/eai-ray"
@@ -70,6 +71,29 @@ class LineageGraph:
         """Every table downstream of `table[.column]`: the blast radius of a change or an incident."""
         tables = {e["to"].rsplit(".", 1)[0] for e in self.downstream(table, column)}
         return sorted(tables - {table})
+
+    def resolve(self, target: str) -> tuple[str, str | None]:
+        """'TABLE' or 'TABLE.COLUMN' (a table without its namespace: gold, silver, then bronze) -> (table, column)."""
+        if target in self.tables():
+            return target, None
+        if "." in target:
+            table, col = target.rsplit(".", 1)
+            if table in self.tables():
+                return table, col
+        if "." not in target:
+            for ns in ("gold", "silver", "bronze"):
+                if f"{ns}.{target}" in self.tables():
+                    return f"{ns}.{target}", None
+        return target, None
+
+    def report(self, target: str) -> dict[str, Any]:
+        """{table, column, upstream, downstream, impact} of 'TABLE[.COLUMN]'; TableNotFound when the graph has
+        no such table."""
+        table, column = self.resolve(target)
+        if table not in self.tables():
+            raise TableNotFound(f"no lineage recorded for {table}; known: {', '.join(sorted(self.tables()))}")
+        return {"table": table, "column": column, "upstream": self.upstream(table, column),
+                "downstream": self.downstream(table, column), "impact": self.impact(table, column)}
 
 
 # a run's status in the metadata catalog -> the OpenLineage event that ends it

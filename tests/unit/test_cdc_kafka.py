@@ -334,14 +334,14 @@ def test_stall_detector_a_restart_loop_is_a_stall_a_legitimate_wait_is_not():
 def test_cdc_status_prints_a_stalled_publisher_with_its_evidence(capsys):
     import argparse
 
-    from eai_ray.cdc_cli import _print
+    from eai_ray.cli.cdc import print_status
 
     row = {"source": "my", "state": "streaming", "position": "x", "lag": {"behind": 0}, "events": 0,
            "publisher": {"state": "stalled", "published_tx": 48, "published_position": 52, "restarts": 1,
                          "stalls": 1, "last_published_at": "2026-01-01T00:00:00+00:00",
                          "stall": {"stalled_for_s": 61.2, "threshold_s": 60.0, "source_head": "0-1-143",
                                    "behind": 91, "published_position": 52}}}
-    _print(argparse.Namespace(json=False), [row])
+    print_status(argparse.Namespace(json=False), [row])
     out = capsys.readouterr().out
     assert "publisher: stalled" in out and "stalls=1" in out
     assert "STALLED: nothing published for 61.2 s" in out and "0-1-143" in out and "91 beyond" in out

@@ -35,7 +35,7 @@ def test_eai_serve_is_a_registered_command():
 
     args = build_parser().parse_args(["serve", "--port", "9123", "--no-auth", "--llm-backend", "none"])
     assert args.port == 9123 and args.no_auth and args.llm_backend == "none"
-    assert args.fn.__module__ == "eai_ray.api.cli"
+    assert args.fn.__module__ == "eai_ray.cli.serve"
 
 
 def test_local_cpu_requests_fit_the_machine():
