@@ -16,7 +16,7 @@ from eai_ray.config import EnrichSpec
 pytestmark = pytest.mark.integration
 
 KEY = "integration-test-key"
-GOLDEN = yaml.safe_load((Path(__file__).resolve().parents[1] / "unit" / "golden" / "enrich_classify.yaml").read_text())
+GOLDEN = yaml.safe_load((Path(__file__).resolve().parents[1] / "fixtures" / "enrich_classify.yaml").read_text())
 
 
 def free_port() -> int:
@@ -105,9 +105,7 @@ def test_map_route_calls_the_schema_mapper(serve_url):
     r = requests.post(f"{serve_url}/v1/map", headers={"X-API-Key": KEY}, timeout=120, json={
         "source_columns": [{"name": "cust_email", "samples": ["ann@x.com", "bob@y.org"]}],
         "target_schema": [{"name": "email", "type": "string"}, {"name": "order_id", "type": "int64"}]})
-    if r.status_code == 503:
-        pytest.skip(r.json()["detail"])
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, r.text  # a 503 here is a Mapper deployment that is not serving
     assert r.json()["mappings"][0]["target"] == "email"
 
 
