@@ -32,10 +32,26 @@ def serve():
         s.stop()
 
 
-def rest(url, resource=None, **source) -> RestConnector:
+def rest(url, resource=None, *, clock=None, sleep=None, **source) -> RestConnector:
+    """A connector of one resource; `clock` and `sleep` (fakes) drive its waits instead of real time."""
     res = {"name": "items", "path": "/items", **(resource or {})}
+    timing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
     return RestConnector(RestSource.model_validate({"kind": "rest", "name": "api", "base_url": url,
-                                                    "resources": [res], **source}), backoff_base=0.01)
+                                                    "resources": [res], **source}), backoff_base=0.01, **timing)
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def read(conn, checkpoint=None, batch_rows=1000):
@@ -127,19 +143,15 @@ def test_repeated_cursor_stops_instead_of_looping(serve):
 
 # --------------------------------------------------------------------------- retries
 def test_429_retry_after_is_honoured(serve):
-    calls = []
-
     def app(req: Request) -> Response:
-        calls.append(req.at)
-        if len(calls) == 1:
+        if len(server.requests) == 1:
             return Response(429, {"error": "slow down"}, {"Retry-After": "1"})
         return Response(body=ITEMS[:3])
 
     server = serve(app)
-    start = time.monotonic()
-    assert ids(read(rest(server.url))[0]) == [1, 2, 3]
-    assert calls[1] - calls[0] >= 0.95
-    assert time.monotonic() - start < 5
+    t = FakeTime()
+    assert ids(read(rest(server.url, clock=t.clock, sleep=t.sleep))[0]) == [1, 2, 3]
+    assert t.slept == [1.0] and len(server.requests) == 2  # waited the Retry-After once, then asked again
 
 
 def test_retry_after_http_date():
@@ -160,10 +172,10 @@ def test_429_forever_raises_rate_limited(serve):
 
 def test_long_retry_after_fails_fast(serve):
     server = serve(lambda req: Response(429, {}, {"Retry-After": "3600"}))
-    start = time.monotonic()
+    t = FakeTime()
     with pytest.raises(RateLimited):
-        read(rest(server.url))
-    assert time.monotonic() - start < 2 and len(server.requests) == 1
+        read(rest(server.url, clock=t.clock, sleep=t.sleep))
+    assert t.slept == [] and len(server.requests) == 1  # no wait at all, no second request
 
 
 def test_5xx_then_success(serve):
@@ -190,12 +202,11 @@ def test_timeouts_are_retried_then_source_unavailable(serve):
         return Response(body=[])
 
     server = serve(app)
-    start = time.monotonic()
+    t = FakeTime()
     with pytest.raises(SourceUnavailable, match="did not answer after 3 attempts") as info:
-        rest(server.url, timeout=0.2, max_retries=2).check()
+        rest(server.url, clock=t.clock, sleep=t.sleep, timeout=0.2, max_retries=2).check()
     assert info.value.transient
-    assert len(server.requests) == 3
-    assert time.monotonic() - start < 3
+    assert len(server.requests) == 3 and len(t.slept) == 2  # a backoff between attempts, none after the last
 
 
 def test_backoff_is_exponential_with_jitter():
@@ -230,11 +241,12 @@ def test_503_retry_after_is_honoured_and_capped(serve):
 # --------------------------------------------------------------------------- rate limit
 def test_client_side_rate_limit_spaces_requests(serve):
     server = serve(lambda req: Response(body={"data": ITEMS[:1]}))
-    conn = rest(server.url, {"pagination": {"type": "page", "max_pages": 6}}, rate_limit=10)
+    t = FakeTime()  # the HTTP round trips take no time on it: every gap is the bucket's wait
+    conn = rest(server.url, {"pagination": {"type": "page", "max_pages": 6}}, clock=t.clock, sleep=t.sleep,
+                rate_limit=10)
     read(conn)
-    arrivals = [r.at for r in server.requests]
-    assert len(arrivals) == 6
-    assert arrivals[-1] - arrivals[0] >= 0.45  # 5 gaps of 0.1 s (a little timer slack)
+    assert len(server.requests) == 6
+    assert t.slept == pytest.approx([0.1] * 5)  # 10 per second: 5 gaps of 0.1 s
 
 
 def test_token_bucket_with_a_fake_clock():
