@@ -24,10 +24,8 @@ CASES = ["files_csv", "files_jsonl", "files_parquet", "rest", "sqlite", "postgre
 
 @pytest.fixture(params=CASES)
 def case(request):
-    try:
-        return request.getfixturevalue(f"case_{request.param}")
-    except pytest.FixtureLookupError:
-        pytest.skip(f"no fixture case_{request.param} yet (tests/integration/cases_db.py)")
+    # every family has its case fixture (tests/integration/cases_*.py): a missing one is an error, not a skip
+    return request.getfixturevalue(f"case_{request.param}")
 
 
 @pytest.fixture
