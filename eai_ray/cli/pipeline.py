@@ -74,15 +74,28 @@ def cmd_demo(args) -> int:
 
 def cmd_validate(args) -> int:
     from eai_ray.config import load_pipeline
-    from eai_ray.orchestration.dag import gold_order
+    from eai_ray.orchestration.validate import built_schemas, check_pipeline
 
     cfg = load_pipeline(args.pipeline)
-    gold_order(cfg.gold)
+    report = check_pipeline(cfg, lakehouse=built_schemas(cfg))
     data = {"pipeline": cfg.name, "sources": [s.name for s in cfg.sources],
-            "silver": [t.name for t in cfg.silver], "gold": [g.name for g in cfg.gold], "valid": True}
-    emit(args, data, lambda d: print(f"{args.pipeline}: valid ({len(d['sources'])} sources, "
-                                     f"{len(d['silver'])} silver tables, {len(d['gold'])} gold models)"))
-    return 0
+            "silver": [t.name for t in cfg.silver], "gold": [g.name for g in cfg.gold],
+            "valid": not report.problems, "problems": report.problems, "notes": report.notes}
+
+    def render(d):
+        if d["problems"]:
+            print(f"{args.pipeline}: {len(d['problems'])} problem{'s' if len(d['problems']) > 1 else ''}",
+                  file=sys.stderr)
+            for p in d["problems"]:
+                print(f"  - {p}", file=sys.stderr)
+        else:
+            print(f"{args.pipeline}: valid ({len(d['sources'])} sources, "
+                  f"{len(d['silver'])} silver tables, {len(d['gold'])} gold models)")
+        for n in d["notes"]:
+            print(f"  note: {n}")
+
+    emit(args, data, render)
+    return 2 if report.problems else 0
 
 
 # ---------------------------------------------------------------------- sources

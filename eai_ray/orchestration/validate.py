@@ -46,6 +46,20 @@ def check_pipeline(cfg: PipelineConfig, *, lakehouse: dict[str, dict[str, str]] 
     return report
 
 
+def built_schemas(cfg: PipelineConfig) -> dict[str, dict[str, str]] | None:
+    """{ns.table: {column: type}} of the silver and gold tables this pipeline has built, or None when
+    it has no catalog yet (an embedded catalog is never created by looking)."""
+    if cfg.catalog.uri is None and not (cfg.state_path / "catalog.db").exists():
+        return None
+    from eai_ray.processing.nl2sql import catalog_schema
+    from eai_ray.storage.catalog import open_catalog
+
+    try:
+        return catalog_schema(open_catalog(cfg))
+    except EaiError:
+        return None
+
+
 def _secret_refs(node: Any, path: str = "") -> Iterator[tuple[str, SecretRef]]:
     if isinstance(node, SecretRef):
         yield path, node

@@ -119,3 +119,34 @@ def test_only_with_an_unknown_name_is_an_error_and_closed_pipes_are_quiet(tmp_pa
     piped = subprocess.run(f"{sys.executable} -m eai_ray.cli show silver.shop_items --limit 20000 --json "
                            f"-p {pipeline} | head -c 1", shell=True, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+
+
+def test_validate_reports_every_problem_a_run_would_hit(tmp_path):
+    p = tmp_path / "v.yaml"
+    p.write_text("""name: v
+sources:
+  - kind: postgres
+    name: pg
+    host: 127.0.0.1
+    database: x
+    user: postgres
+    password: ${EAI_TEST_VALIDATE_UNSET}
+    tables: [{name: orders, primary_key: [id]}]
+silver:
+  - name: orders
+    source: pg.orders
+    columns: {id: {type: int64}, amount: {type: "decimal(12,2)"}}
+gold:
+  - {name: g, sql: "SELECT SUM(amountt) AS s FROM silver.orders"}
+""")
+    env = {k: v for k, v in os.environ.items() if k != "EAI_TEST_VALIDATE_UNSET"}
+    out = subprocess.run([sys.executable, "-m", "eai_ray.cli", "validate", str(p)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "2 problems" in out.stderr
+    assert "sources[0].password: environment variable EAI_TEST_VALIDATE_UNSET is not set" in out.stderr
+    assert "gold[0] (g).sql" in out.stderr and "amountt" in out.stderr
+    ok = subprocess.run([sys.executable, "-m", "eai_ray.cli", "validate", str(p), "--json"], capture_output=True,
+                        text=True, env={**env, "EAI_TEST_VALIDATE_UNSET": "pw"}, timeout=120)
+    data = json.loads(ok.stdout)
+    assert ok.returncode == 2 and data["valid"] is False and len(data["problems"]) == 1
