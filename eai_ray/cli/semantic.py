@@ -17,19 +17,36 @@ def register(add) -> None:
     sp.add_argument("--order", help="field to sort by; prefix '-' for descending")
     sp.add_argument("--limit", type=int)
     sp.add_argument("--sql", action="store_true", help="print the compiled SQL only")
-    sp.add_argument("-s", "--semantic", default="configs/semantic/demo.yaml", help="semantic model YAML")
+    sp.add_argument("-s", "--semantic", help=SEMANTIC_HELP)
     sp = add("ask", cmd_ask, "answer a question with validated, read-only SQL (NL-to-SQL)", extra="ai")
     sp.add_argument("question")
-    sp.add_argument("-s", "--semantic", default="configs/semantic/demo.yaml", help="semantic model YAML")
+    sp.add_argument("-s", "--semantic", help=SEMANTIC_HELP)
     sp.add_argument("--limit", type=int, default=1000)
     sp.add_argument("--sql-only", action="store_true")
     sp.add_argument("--llm", action="store_true", help="use the configured LLM when the semantic layer cannot answer")
     sp.add_argument("--dbt", help="also write the query as a dbt model under this folder")
 
 
-def _model(args):
+SEMANTIC_HELP = "semantic model YAML (default: $EAI_SEMANTIC, else configs/semantic/demo.yaml when it exists here)"
+DEFAULT_SEMANTIC = "configs/semantic/demo.yaml"
+
+
+def _model(args, *, required: bool = True):
+    """The semantic model of -s, EAI_SEMANTIC or the demo's when run from the project folder; None
+    for `eai ask` without one (it then answers from the tables alone)."""
+    import os
+
+    from eai_ray.errors import ConfigError
     from eai_ray.storage.semantic import SemanticModel
-    return SemanticModel.load(args.semantic)
+
+    path = args.semantic or os.environ.get("EAI_SEMANTIC") or (DEFAULT_SEMANTIC if os.path.exists(DEFAULT_SEMANTIC)
+                                                              else None)
+    if path is None:
+        if required:
+            raise ConfigError("no semantic model given", field="--semantic",
+                              expected="-s path/to/semantic.yaml or EAI_SEMANTIC=path")
+        return None
+    return SemanticModel.load(path)
 
 
 def _catalog(args):
@@ -99,7 +116,7 @@ def cmd_ask(args) -> int:
     if args.llm:
         from eai_ray.processing.models.llm import llm_from_config
         llm = llm_from_config()
-    out = answer(args.question, catalog=_catalog(args), semantic=_model(args), llm=llm, execute=not args.sql_only,
+    out = answer(args.question, catalog=_catalog(args), semantic=_model(args, required=False), llm=llm, execute=not args.sql_only,
                  limit=args.limit, dbt_dir=args.dbt)
     if args.json:
         print(json.dumps(out, indent=2, default=str))

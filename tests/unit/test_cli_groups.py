@@ -61,7 +61,7 @@ def test_a_dependency_missing_deep_inside_a_command(monkeypatch, capsys):
     _missing(monkeypatch, "sklearn")
     monkeypatch.setattr(nl2sql, "answer", answer)
     monkeypatch.setattr(face, "_catalog", lambda args: {})
-    monkeypatch.setattr(face, "_model", lambda args: None)
+    monkeypatch.setattr(face, "_model", lambda args, **kw: None)
     assert main(["ask", "revenue by country"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -89,6 +89,26 @@ def test_an_import_error_of_our_own_code_is_not_hidden(monkeypatch):
 
     monkeypatch.setattr(nl2sql, "answer", answer)
     monkeypatch.setattr("eai_ray.cli.semantic._catalog", lambda args: {})
-    monkeypatch.setattr("eai_ray.cli.semantic._model", lambda args: None)
+    monkeypatch.setattr("eai_ray.cli.semantic._model", lambda args, **kw: None)
     with pytest.raises(ImportError, match="gone"):
         main(["ask", "revenue by country"])
+
+
+def test_semantic_model_defaults(monkeypatch, tmp_path):
+    """-s, then EAI_SEMANTIC, then the demo's model when run from the project; none: a clear error
+    for commands that need one, no semantic layer for `eai ask`."""
+    import argparse
+    from pathlib import Path
+
+    from eai_ray.cli.semantic import _model
+    from eai_ray.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EAI_SEMANTIC", raising=False)
+    args = argparse.Namespace(semantic=None)
+    with pytest.raises(ConfigError, match="--semantic"):
+        _model(args)
+    assert _model(args, required=False) is None
+    demo = Path(__file__).resolve().parents[2] / "configs" / "semantic" / "demo.yaml"
+    monkeypatch.setenv("EAI_SEMANTIC", str(demo))
+    assert _model(args).entities

@@ -54,6 +54,7 @@ class Embedder:
             except ImportError:
                 raise ModelNotAvailable(f"the embedding model is not installed; {_INSTALL_HINT}",
                                         model=MODEL_NAME) from None
+            _quiet_loading()
             try:
                 model = load_model(device=device)
             except (OSError, RuntimeError, ValueError) as exc:
@@ -77,6 +78,15 @@ class Embedder:
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, device={self.device!r}, dim={self.dim})"
+
+
+def _quiet_loading() -> None:
+    """No per-call 'Loading weights' progress bar: loading a 90 MB model from disk is not long work."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
