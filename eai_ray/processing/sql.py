@@ -224,7 +224,7 @@ def execute_bounded(con, sql: str, budget: SqlBudget = DEFAULT_BUDGET) -> pa.Tab
     timer.daemon = True
     timer.start()
     try:
-        reader = con.execute(sql).fetch_record_batch(65_536)
+        reader = arrow_reader(con.execute(sql), 65_536)
         batches, size = [], 0
         for batch in reader:
             size += batch.nbytes
@@ -273,6 +273,12 @@ def evaluate_over(table: pa.Table, select_list: str, *, where: str | None = None
     sql = f"SELECT {'DISTINCT ' if distinct else ''}{select_list} FROM {rel}" + (f" WHERE {where}" if where else "")
     vq = validate_select(sql, {rel: {f.name: str(f.type) for f in table.schema}}, limit=limit)
     return run_select(vq, {rel: table}, budget=budget)
+
+
+def arrow_reader(result, batch_size: int) -> pa.RecordBatchReader:
+    """A DuckDB result as an Arrow batch reader (``fetch_record_batch`` is deprecated in DuckDB 1.5)."""
+    read = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    return read(batch_size)
 
 
 def fetch_arrow(result) -> pa.Table:
