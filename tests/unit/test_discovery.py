@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -169,16 +168,15 @@ def test_coerce_accepts_chunked_arrays_and_null_type():
     assert values.type == pa.date32() and failed.to_pylist() == [False, False]
 
 
-def test_coerce_is_vectorized():
-    n = 200_000
+def test_coerce_converts_whole_columns():
+    # how fast is a benchmark's question (benchmarks/ingest.py), not a test's
+    n = 20_000
     text = pc.cast(pa.array(range(n)), pa.string())
-    start = time.perf_counter()
     values, failed = coerce_column(text, pa.int64())
-    stamps = pa.array(["2024-01-05T10:00:00.123+01:00"] * n)
-    coerce_column(stamps, pa.timestamp("us", tz="UTC"))
-    elapsed = time.perf_counter() - start
-    assert values.to_pylist()[-1] == n - 1 and not pc.any(failed).as_py()
-    assert elapsed < 5, f"{elapsed:.2f}s for {2 * n} values: looks like a per-row loop"
+    assert values.to_pylist() == list(range(n)) and not pc.any(failed).as_py()
+    stamps, failed = coerce_column(pa.array(["2024-01-05T10:00:00.123+01:00"] * n), pa.timestamp("us", tz="UTC"))
+    assert stamps.to_pylist() == [dt.datetime(2024, 1, 5, 9, 0, 0, 123000, tzinfo=dt.timezone.utc)] * n
+    assert not pc.any(failed).as_py()
 
 
 # --------------------------------------------------------------------------- JSON records
