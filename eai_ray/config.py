@@ -93,9 +93,12 @@ def provide_secrets(values: dict[str, str] | None) -> None:
 
 
 def secret_refs(node: Any) -> list[SecretRef]:
-    """Every SecretRef inside a config object."""
+    """Every secret reference inside a config object: SecretRef fields, and the ${VAR} references
+    kept inside the strings of credential-bearing fields (headers, storage options, URIs...)."""
     if isinstance(node, SecretRef):
         return [node]
+    if isinstance(node, str):
+        return [SecretRef(m.group(0)) for m in _ENV_REF.finditer(node)]
     if isinstance(node, BaseModel):
         return [r for name in type(node).model_fields for r in secret_refs(getattr(node, name))]
     if isinstance(node, (list, tuple)):
@@ -103,6 +106,31 @@ def secret_refs(node: Any) -> list[SecretRef]:
     if isinstance(node, dict):
         return [r for v in node.values() for r in secret_refs(v)]
     return []
+
+
+def with_secrets(node: Any) -> Any:
+    """A copy of a config object (or value) with the ${VAR} references kept in its strings resolved,
+    for the process that connects with it; SecretRef fields stay references (their users resolve
+    them). Each resolved value is known to the redaction layer. Never ship or store the result.
+
+    Example::
+
+        conn = RestConnector(with_secrets(source))   # inside the source actor
+    """
+    if isinstance(node, SecretRef):
+        return node
+    if isinstance(node, str):
+        return _ENV_REF.sub(lambda m: SecretRef(m.group(0)).resolve(), node) if "${" in node else node
+    if isinstance(node, BaseModel):
+        changes = {name: with_secrets(getattr(node, name)) for name in type(node).model_fields}
+        return node.model_copy(update=changes)
+    if isinstance(node, list):
+        return [with_secrets(v) for v in node]
+    if isinstance(node, tuple):
+        return tuple(with_secrets(v) for v in node)
+    if isinstance(node, dict):
+        return {k: with_secrets(v) for k, v in node.items()}
+    return node
 
 
 def resolvable_secrets(node: Any) -> dict[str, str]:
@@ -634,8 +662,15 @@ class PipelineConfig(Model):
 
 
 # --------------------------------------------------------------------------- loading
-def _interpolate(node: Any, secret_keys=("password", "token")) -> Any:
-    """Expand ${VAR} in plain strings; secret fields keep their reference."""
+# Fields that can carry a credential keep their ${VAR} references when the YAML is loaded; they are
+# resolved (``with_secrets``) only inside the process that uses them, so the config object that is
+# shipped to Ray actors and tasks, logged or stored never holds the value.
+SECRET_FIELDS = ("password", "token")  # whole-value references (SecretRef)
+REFERENCE_FIELDS = ("headers", "params", "storage_options", "properties", "uri", "metadata_uri")
+
+
+def _interpolate(node: Any, secret_keys=SECRET_FIELDS + REFERENCE_FIELDS) -> Any:
+    """Expand ${VAR} in plain strings; secret fields and fields that can hold one keep their reference."""
     if isinstance(node, dict):
         return {k: (v if k in secret_keys else _interpolate(v)) for k, v in node.items()}
     if isinstance(node, list):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 
+from eai_ray.config import with_secrets
 from eai_ray.errors import ConfigError
 
 # kind -> "module:Class"; every class takes (source_config) and implements ingestion.base.Connector
@@ -30,4 +31,4 @@ def connector_for(source):
             raise
         raise ConfigError(f"connector '{source.kind}' needs a missing package: {exc.name}",
                           expected=f"pip install {exc.name}") from None
-    return getattr(mod, cls)(source)
+    return getattr(mod, cls)(with_secrets(source))  # references resolved here, in the process that connects

@@ -378,7 +378,7 @@ class PipelineRunner:
                                    and not c.column.startswith("_eai_")]
             files, prints = [], []
             with self.progress.step(f"extract {rep.source}", total=len(partitions)) as advance:
-                secrets = resolvable_secrets(source)
+                secrets = resolvable_secrets([source, self.cfg.catalog])  # the task reads and writes
                 args = [(self.cfg, source.name, resource.name, p, checkpoint, bronze, self.run_id, load_id, now,
                          self.cfg.batch_rows, secrets) for p in partitions]
                 for f, rows, ck, fp in self.executor.map(extract_partition, args):

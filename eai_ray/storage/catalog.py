@@ -6,14 +6,16 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
 
-from eai_ray.config import CatalogConfig, PipelineConfig
+from eai_ray.config import CatalogConfig, PipelineConfig, with_secrets
 from eai_ray.errors import ConfigError
 
 NAMESPACES = ("bronze", "silver", "gold", "quarantine")
 
 
 def catalog_properties(cfg: CatalogConfig, state_dir: Path) -> dict[str, str]:
-    """pyiceberg properties for a catalog config; defaults live under the state dir."""
+    """pyiceberg properties for a catalog config; defaults live under the state dir. The config's
+    ${VAR} references (a password in the URI, a key in the properties) are resolved here."""
+    cfg = with_secrets(cfg)
     props = dict(cfg.properties)
     if cfg.type == "sql":
         uri = cfg.uri or f"sqlite:///{state_dir / 'catalog.db'}"

@@ -92,7 +92,9 @@ class MetadataStore:
 
     @classmethod
     def for_pipeline(cls, cfg) -> "MetadataStore":
-        return cls(cfg.metadata_uri or f"sqlite:///{cfg.state_path / 'metadata.db'}")
+        from eai_ray.config import with_secrets
+
+        return cls(with_secrets(cfg.metadata_uri) or f"sqlite:///{cfg.state_path / 'metadata.db'}")
 
     # ------------------------------------------------------------------ runs
     def start_run(self, run_id: str, pipeline: str) -> None:
