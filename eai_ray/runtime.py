@@ -31,7 +31,9 @@ def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
         info = ray.init(address=address, **kwargs)
         local = False
     else:
-        dashboard = os.environ.get("EAI_RAY_DASHBOARD", "1") != "0"
+        from eai_ray.settings import settings
+
+        dashboard = settings().ray_dashboard
         # address="local": always a fresh local Ray; never attach to a `ray start` cluster found by accident
         info = ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=dashboard, **kwargs)
         local = True

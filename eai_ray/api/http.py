@@ -27,7 +27,6 @@ import dataclasses
 import importlib
 import inspect
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 
 from eai_ray.api.settings import ApiSettings
+from eai_ray.settings import settings as env_settings
 from eai_ray.config import EnrichSpec
 from eai_ray.errors import EaiError, LLMTimeout, TransientError, UserError
 
@@ -571,10 +571,10 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
                                             f"{settings.sql_max_question_chars} (sql_max_question_chars) "
                                             f"[server setting {ApiSettings.env_name('sql_max_question_chars')}]")
         fn = capability(*NL2SQL_FN)
-        pipeline = req.pipeline or os.environ.get("EAI_PIPELINE")
+        pipeline = req.pipeline or env_settings().pipeline
         if not pipeline:
             raise HTTPException(400, detail="no pipeline: pass 'pipeline' or set EAI_PIPELINE on the server")
-        semantic = req.semantic or os.environ.get("EAI_SEMANTIC") or None
+        semantic = req.semantic or env_settings().semantic or None
         for given in (req.pipeline, req.semantic):  # a client may not point the server at arbitrary files
             if given and not Path(given).resolve().is_relative_to(Path.cwd().resolve()):
                 raise HTTPException(403, detail="pipeline and semantic paths must lie under the server's folder")

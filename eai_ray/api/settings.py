@@ -13,9 +13,11 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eai_ray.errors import ConfigError
+from eai_ray.settings import env_name, read, settings
 
 if TYPE_CHECKING:  # the limit classes live with the work they bound; imported when asked for
     from eai_ray.processing.enrich import EnrichLimits
@@ -24,33 +26,16 @@ if TYPE_CHECKING:  # the limit classes live with the work they bound; imported w
 DEFAULT_KEY_FILE = Path("~/.eai/api_key")
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer (got {raw!r})", field=name) from None
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def resolve_api_key(*, create: bool = False, key_file: str | os.PathLike | None = None) -> tuple[str | None, str]:
     """(key, where it came from). With ``create``, a missing key is generated into the key file."""
-    key = os.environ.get("EAI_API_KEY")
-    if key:
-        return key.strip(), "EAI_API_KEY"
-    path = Path(key_file or os.environ.get("EAI_API_KEY_FILE") or DEFAULT_KEY_FILE).expanduser()
+    env = settings()
+    if env.api_key and env.api_key.get_secret_value().strip():
+        return env.api_key.get_secret_value().strip(), "EAI_API_KEY"
+    path = Path(key_file or env.api_key_file).expanduser()
     if path.exists():
         try:
             key = path.read_text().strip()
@@ -68,17 +53,7 @@ def resolve_api_key(*, create: bool = False, key_file: str | os.PathLike | None 
     return None, "none"
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number (got {raw!r})", field=name) from None
-
-
-class ApiSettings(BaseModel):
+class ApiSettings(BaseSettings):
     """Authentication, request limits and per-route work bounds of the HTTP API.
 
     Every number can be set from the environment as ``EAI_<FIELD>`` (``EAI_MAP_MAX_COLUMNS=128``).
@@ -87,7 +62,10 @@ class ApiSettings(BaseModel):
     and the deadlines stop a request's work (504) so a slow request cannot hold a worker for long.
     """
 
-    auth: bool = Field(default=True, description="require the API key (X-API-Key or Authorization: Bearer)")
+    model_config = SettingsConfigDict(env_prefix="EAI_", extra="ignore", populate_by_name=True)
+
+    auth: bool = Field(default=True, validation_alias="EAI_API_AUTH",
+                       description="require the API key (X-API-Key or Authorization: Bearer)")
     api_key_sha256: str | None = Field(default=None, description="SHA-256 of the accepted key")
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="larger request bodies get 413")
     max_texts: int = Field(default=2048, gt=0, description="texts per /v1/embed request")
@@ -134,23 +112,16 @@ class ApiSettings(BaseModel):
     def from_env(cls, **overrides) -> "ApiSettings":
         """Settings from EAI_API_AUTH, EAI_API_KEY(_FILE) and EAI_<FIELD> (EAI_MAX_BODY_BYTES,
         EAI_MAP_MAX_COLUMNS...); explicit overrides win."""
-        vals: dict = {"auth": env_flag("EAI_API_AUTH", True)}
-        for name, field in cls.model_fields.items():
-            env = f"EAI_{name.upper()}"
-            if field.annotation is int:
-                vals[name] = _env_int(env, field.default)
-            elif field.annotation is float:
-                vals[name] = _env_float(env, field.default)
-        vals.update({k: v for k, v in overrides.items() if v is not None})
-        if vals.get("auth", True) and not vals.get("api_key_sha256"):
+        out = read(cls, **overrides)
+        if out.auth and not out.api_key_sha256:
             key, _ = resolve_api_key()
-            vals["api_key_sha256"] = sha256(key) if key else None
-        return cls(**vals)
+            out.api_key_sha256 = sha256(key) if key else None
+        return out
 
-    @staticmethod
-    def env_name(field: str) -> str:
+    @classmethod
+    def env_name(cls, field: str) -> str:
         """The environment variable of a setting: where an operator changes a limit."""
-        return "EAI_API_AUTH" if field == "auth" else f"EAI_{field.upper()}"
+        return env_name(cls, field)
 
     def map_limits(self) -> "MapLimits":
         from eai_ray.processing.mapping.limits import MapLimits
@@ -170,26 +141,24 @@ class ApiSettings(BaseModel):
         return hmac.compare_digest(sha256(presented), self.api_key_sha256)
 
 
-class ServeSettings(BaseModel):
-    """Where and how `eai serve` runs the application."""
+class ServeSettings(BaseSettings):
+    """Where and how `eai serve` runs the application (``EAI_SERVE_<FIELD>``)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    route_prefix: str = "/"
-    gpu: bool = Field(default=False, description="Embedder replicas ask for a GPU (EAI_SERVE_GPU=1)")
-    embedder_replicas: int = 1
-    llm_replicas: int = 1
+    model_config = SettingsConfigDict(env_prefix="EAI_SERVE_", extra="ignore", populate_by_name=True)
+
+    host: str = Field(default="127.0.0.1", description="address `eai serve` listens on (0.0.0.0: every interface)")
+    port: int = Field(default=8000, description="its HTTP port")
+    route_prefix: str = Field(default="/", description="URL prefix of the application")
+    gpu: bool = Field(default=False, description="Embedder replicas ask for a GPU")
+    embedder_replicas: int = Field(default=1, description="Embedder replicas")
+    llm_replicas: int = Field(default=1, description="LLM replicas")
     mapper_replicas: int = Field(default=1, description="Mapper replicas: each computes one /v1/map at a time")
     request_timeout_s: float = Field(default=120.0, gt=0, description="end-to-end HTTP timeout of the Serve proxy "
                                      "(a backstop: each expensive route has its own, shorter deadline)")
 
     @classmethod
     def from_env(cls, **overrides) -> "ServeSettings":
-        vals = dict(host=os.environ.get("EAI_SERVE_HOST", "127.0.0.1"), port=_env_int("EAI_SERVE_PORT", 8000),
-                    gpu=env_flag("EAI_SERVE_GPU", False),
-                    request_timeout_s=_env_float("EAI_SERVE_REQUEST_TIMEOUT_S", 120.0))
-        vals.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**vals)
+        return read(cls, **overrides)
 
 
 def serve_app_args(settings: ServeSettings, *, llm_backend: str | None = None,

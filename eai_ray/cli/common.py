@@ -42,7 +42,9 @@ def short(v: Any, n: int = 60) -> str:
 
 # ---------------------------------------------------------------------- the pipeline a command works on
 def pipeline_path(args) -> str:
-    path = getattr(args, "pipeline", None) or os.environ.get("EAI_PIPELINE")
+    from eai_ray.settings import settings
+
+    path = getattr(args, "pipeline", None) or settings().pipeline
     if not path and LAST_PIPELINE.exists():
         path = LAST_PIPELINE.read_text().strip()
     if not path:

@@ -39,8 +39,9 @@ def _model(args, *, required: bool = True):
     from eai_ray.errors import ConfigError
     from eai_ray.storage.semantic import SemanticModel
 
-    path = args.semantic or os.environ.get("EAI_SEMANTIC") or (DEFAULT_SEMANTIC if os.path.exists(DEFAULT_SEMANTIC)
-                                                              else None)
+    from eai_ray.settings import settings
+
+    path = args.semantic or settings().semantic or (DEFAULT_SEMANTIC if os.path.exists(DEFAULT_SEMANTIC) else None)
     if path is None:
         if required:
             raise ConfigError("no semantic model given", field="--semantic",

@@ -51,5 +51,5 @@ class Progress:
 
 
 def _force() -> bool:
-    import os
-    return os.environ.get("EAI_PROGRESS") == "1"
+    from eai_ray.settings import settings
+    return settings().progress

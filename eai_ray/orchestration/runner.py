@@ -38,6 +38,7 @@ from eai_ray.storage.dedup import ROW_HASH, combine_fingerprints, fingerprint, l
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, renamed_columns, transform
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
 from eai_ray.types import make_iceberg_safe
+from eai_ray.settings import settings
 from eai_ray.redact import redact, redact_tree
 from eai_ray.storage import tables as T
 from eai_ray.storage.catalog import open_catalog
@@ -683,7 +684,7 @@ def crash_point(name: str) -> None:
     """Fault injection for crash-recovery tests: the process dies here when EAI_INJECT_CRASH names this point."""
     import os
 
-    if os.environ.get(CRASH_ENV) == name:
+    if settings().inject_crash == name:
         os._exit(77)
 
 def _schema_dict(schema: pa.Schema) -> dict[str, str]:

@@ -22,7 +22,7 @@ Each classify spec adds ``<output>`` and ``<output>_confidence`` (cosine margin-
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
+
 import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -33,13 +33,18 @@ import pyarrow as pa
 from eai_ray.config import EnrichSpec
 from eai_ray.errors import EaiError, LLMError, ModelNotAvailable, UserError
 from eai_ray.processing.models.llm import Completion
+from eai_ray.settings import settings
 
 # Serve names shared with serve_deployments/ (the deployments import them from here)
 SERVE_APP = "eai"
 EMBEDDER_DEPLOYMENT = "Embedder"
 LLM_DEPLOYMENT = "LLM"
 
-LLM_TIMEOUT = float(os.environ.get("EAI_ENRICH_TIMEOUT", "60"))
+
+def _timeout(timeout: float | None) -> float:
+    """A call's timeout: the caller's, else EAI_ENRICH_TIMEOUT (read when the call is made)."""
+    return timeout if timeout is not None else settings().enrich_timeout
+
 SYSTEM = "You are a precise data-labelling assistant. Answer briefly, with no explanation."
 
 
@@ -49,7 +54,7 @@ class EnrichClient(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
     def complete_many(self, prompts: list[str], *, max_tokens: int, system: str | None = None,
-                      stop: list[str] | None = None, timeout: float = LLM_TIMEOUT) -> list[Completion]: ...
+                      stop: list[str] | None = None, timeout: float | None = None) -> list[Completion]: ...
 
 
 @dataclass
@@ -95,7 +100,8 @@ class LocalClient:
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.embedder.encode(texts)
 
-    def complete_many(self, prompts, *, max_tokens, system=None, stop=None, timeout=LLM_TIMEOUT):
+    def complete_many(self, prompts, *, max_tokens, system=None, stop=None, timeout=None):
+        timeout = _timeout(timeout)
         llm = self.llm
         width = max(1, int(getattr(llm, "n_parallel", 4)))
         with cf.ThreadPoolExecutor(max_workers=width) as pool:
@@ -119,7 +125,8 @@ class ServeClient:
     def embed(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self._emb.embed.remote(texts).result(), dtype=np.float32)
 
-    def complete_many(self, prompts, *, max_tokens, system=None, stop=None, timeout=LLM_TIMEOUT):
+    def complete_many(self, prompts, *, max_tokens, system=None, stop=None, timeout=None):
+        timeout = _timeout(timeout)
         resps = [self._llm.complete.remote(p, max_tokens=max_tokens, temperature=0.0, stop=stop,
                                            timeout=timeout, system=system) for p in prompts]
         out = []
@@ -179,7 +186,7 @@ def serve_app_running(app_name: str = SERVE_APP) -> bool:
 
 def resolve_client(via: str | None = None) -> EnrichClient:
     """``via`` (or EAI_ENRICH_VIA): serve | local | auto (serve when the app is running, else local)."""
-    via = (via or os.environ.get("EAI_ENRICH_VIA") or "auto").lower()
+    via = (via or settings().enrich_via).lower()
     if via == "serve" or (via == "auto" and serve_app_running()):
         return ServeClient()
     return LocalClient()
@@ -454,7 +461,7 @@ def enrich_with_ray(table: pa.Table, specs: Sequence[EnrichSpec], *, via: str | 
 
     if not table.num_rows:
         return enrich_table(table, specs, LocalClient())
-    if (via or os.environ.get("EAI_ENRICH_VIA") or "auto") == "auto" and serve_app_running():
+    if (via or settings().enrich_via) == "auto" and serve_app_running():
         via = "serve"
     if via == "serve":
         num_cpus = 0  # the workers only wait on the deployments, which hold the CPUs/GPUs

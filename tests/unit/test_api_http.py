@@ -303,5 +303,5 @@ def test_limits_deadlines_and_pools_come_from_the_environment(monkeypatch):
     assert s.sql_deadline_s == 2.5 and s.map_queue == 7
     assert ApiSettings.env_name("map_max_embed_tokens") == "EAI_MAP_MAX_EMBED_TOKENS"
     monkeypatch.setenv("EAI_MAP_MAX_COLUMNS", "many")
-    with pytest.raises(ConfigError, match="EAI_MAP_MAX_COLUMNS must be an integer"):
+    with pytest.raises(ConfigError, match="'EAI_MAP_MAX_COLUMNS': input should be a valid integer"):
         ApiSettings.from_env(auth=False)

@@ -65,3 +65,30 @@ def test_readme_limits_table_matches_the_settings():
         assert env in documented, f"{env} missing from the README limits table"
         shown = documented[env].strip().removesuffix(" s").replace(",", "")
         assert float(shown) == field.default, (env, shown, field.default)
+
+
+def test_readme_settings_table_lists_every_environment_setting():
+    """One settings tree, one table: every EAI_* variable of the settings classes is in the README
+    with its real default."""
+    import re
+
+    from eai_ray.api.settings import ServeSettings
+    from eai_ray.settings import LlmSettings, Settings, env_name
+
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(EAI_[A-Z_]+)` \| ([^|]+) \|", readme, re.M))
+    for cls in (Settings, LlmSettings, ServeSettings):
+        for name, field in cls.model_fields.items():
+            env = env_name(cls, name)
+            assert env in rows, f"{env} missing from the README settings table"
+            shown = rows[env].strip().strip("`")
+            default = field.default
+            if isinstance(default, bool):
+                assert shown == ("1" if default else "0"), env
+            elif default is None:
+                assert shown == "-", env
+            elif isinstance(default, (int, float)):
+                assert float(shown) == default, env
+            else:
+                assert shown == str(default).replace(str(Path.home()), "~"), env
+    assert "EAI_API_AUTH" in rows

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import re
 import select
-import time
 from typing import Any, Iterator
 
 import pyarrow as pa

@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,13 +25,21 @@ log = logging.getLogger("eai_ray.cdc.trace")
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
+def _trace_file() -> str | None:
+    """EAI_CDC_TRACE, read once per process (tracing sits on the publisher's path)."""
+    from eai_ray.settings import settings
+
+    return settings().cdc_trace
+
+
 def enabled() -> bool:
-    return bool(os.environ.get("EAI_CDC_TRACE")) or log.isEnabledFor(logging.DEBUG)
+    return bool(_trace_file()) or log.isEnabledFor(logging.DEBUG)
 
 
 def trace(ev: str, **fields: Any) -> None:
     """One trace line (cheap when tracing is off)."""
-    path = os.environ.get("EAI_CDC_TRACE")
+    path = _trace_file()
     if not path and not log.isEnabledFor(logging.DEBUG):
         return
     line = json.dumps({"t": round(time.time(), 3), "pid": os.getpid(), "ev": ev, **fields}, default=str,

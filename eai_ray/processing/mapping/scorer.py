@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from eai_ray.settings import settings
 from eai_ray.processing.mapping.fabricate import CORPUS_PATH, Task, fabricate, load_corpus
 from eai_ray.processing.mapping.features import FEATURE_VERSION, FEATURES, pair_features, prepare
 
@@ -26,7 +27,7 @@ _loaded: dict[str, "Scorer"] = {}
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("EAI_CACHE_DIR") or Path.home() / ".cache" / "eai-ray")
+    d = Path(settings().cache_dir).expanduser()
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -48,7 +49,7 @@ class CachedEncoder:
     def embedder(self):
         if self._embedder is None:
             from eai_ray.processing.models.embedder import Embedder
-            self._embedder = Embedder.load(device=os.environ.get("EAI_EMBED_DEVICE", "cpu"))
+            self._embedder = Embedder.load(device=settings().embed_device)
         return self._embedder
 
     def __call__(self, texts: list[str]) -> np.ndarray:

@@ -40,6 +40,7 @@ from eai_ray.errors import (
     ModelNotAvailable,
 )
 from eai_ray import retry
+from eai_ray.settings import llm_settings, settings
 
 Backend = Literal["local", "openai", "vllm", "none"]
 
@@ -264,18 +265,19 @@ class OpenAICompatible:
     def from_env(cls, *, default_url: str | None = None, default_model: str | None = None) -> "OpenAICompatible":
         """URL from ``EAI_LLM_URL`` (or ``OPENAI_BASE_URL``), key from ``EAI_LLM_API_KEY``,
         ``EAI_LLM_API_KEY_FILE`` or ``OPENAI_API_KEY``, model from ``EAI_LLM_MODEL``."""
-        url = os.environ.get("EAI_LLM_URL") or os.environ.get("OPENAI_BASE_URL") or default_url
+        env = llm_settings()
+        url = env.url or default_url
         if not url:
             raise ConfigError("no LLM endpoint configured", field="EAI_LLM_URL",
                               expected="export EAI_LLM_URL=https://host/v1 (an OpenAI-compatible API root)")
-        key = os.environ.get("EAI_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        key_file = os.environ.get("EAI_LLM_API_KEY_FILE")
+        key = env.api_key.get_secret_value() if env.api_key else None
+        key_file = env.api_key_file
         if not key and key_file:
             try:
                 key = Path(key_file).expanduser().read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"cannot read {key_file}: {exc.strerror}", field="EAI_LLM_API_KEY_FILE") from None
-        model = os.environ.get("EAI_LLM_MODEL") or default_model
+        model = env.model or default_model
         if not model:
             raise ConfigError("no LLM model named", field="EAI_LLM_MODEL", expected="export EAI_LLM_MODEL=<model id>")
         return cls(url, model=model, api_key=key)
@@ -414,16 +416,16 @@ def llm_from_config(backend: Backend | str | None = None, **kwargs: Any) -> LLM 
     ``none`` returns None: callers fall back to their offline path (embeddings, rules).
     ``local`` accepts ``path`` (``EAI_LLM_GGUF``), ``n_ctx``, ``n_parallel``, ``n_threads``.
     """
-    backend = (backend or os.environ.get("EAI_LLM_BACKEND") or "local").strip().lower()
+    backend = (backend or llm_settings().backend).strip().lower()
     if backend == "none":
         return None
     if backend == "local":
-        path = kwargs.pop("path", None) or os.environ.get("EAI_LLM_GGUF") or None
+        path = kwargs.pop("path", None) or llm_settings().gguf or None
         return LocalGGUF.load(path, **kwargs)
     if backend == "openai":
         return OpenAICompatible.from_env(**kwargs)
     if backend == "vllm":
-        serve_url = os.environ.get("EAI_SERVE_URL", "http://127.0.0.1:8000").rstrip("/")
+        serve_url = settings().serve_url.rstrip("/")
         return OpenAICompatible.from_env(default_url=kwargs.pop("default_url", f"{serve_url}/llm/v1"),
                                          default_model=kwargs.pop("default_model", "qwen2.5-1.5b-instruct"))
     raise ConfigError(f"unknown LLM backend {backend!r}", field="EAI_LLM_BACKEND",
