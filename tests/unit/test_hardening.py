@@ -43,10 +43,9 @@ def test_unreachable_catalog_and_metadata_are_one_message_and_exit_2(tmp_path):
     assert "Traceback" not in out.stderr and "cannot open the Iceberg catalog" in out.stderr
 
 
-def test_many_sources_validate_in_linear_time():
-    import time
-
+def test_many_sources_validate():
+    # 5,000 sources once took minutes (quadratic checks); today a fraction of a second. How long it
+    # takes is not asserted (no performance goals in tests): a quadratic return shows as this test's time
     sources = [{"kind": "sqlite", "name": f"s{i}", "path": "x.db", "tables": ["a"]} for i in range(5000)]
-    t0 = time.process_time()
-    parse_pipeline({"name": "p", "sources": sources})
-    assert time.process_time() - t0 < 30  # quadratic was minutes; the point is the shape, not the speed
+    cfg = parse_pipeline({"name": "p", "sources": sources})
+    assert [s.name for s in cfg.sources] == [f"s{i}" for i in range(5000)]
