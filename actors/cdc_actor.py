@@ -24,7 +24,6 @@ def actor_name(pipeline: str, source: str) -> str:
 class CdcActor:
     def __init__(self, cfg, source_name: str, secrets: dict[str, str] | None = None) -> None:
         from eai_ray.orchestration.cdc import build_consumer
-
         from eai_ray.runtime import tune_gc_for_streaming
 
         provide_secrets(secrets)

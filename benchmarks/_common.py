@@ -11,9 +11,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PG_HOST = os.environ.get("EAI_BENCH_PG_HOST", "127.0.0.1")

@@ -41,10 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import psycopg2  # noqa: E402
 import psycopg2.extras  # noqa: E402
-
 from _common import result_line, say  # noqa: E402
+
 from eai_ray.config import parse_pipeline  # noqa: E402
-from eai_ray.ingestion.cdc.events import ChangeEvent, TxEnd  # noqa: E402
+from eai_ray.ingestion.cdc.events import ChangeEvent  # noqa: E402
 from eai_ray.ingestion.cdc.pgoutput import PgOutputDecoder  # noqa: E402
 from eai_ray.orchestration.cdc import build_consumer  # noqa: E402
 from eai_ray.runtime import tune_gc_for_streaming  # noqa: E402
@@ -126,8 +126,6 @@ class Consumer:
 def offered_load(conn, rate: float, seconds: float, start_id: int) -> int:
     """10-row transactions (5 inserts + 5 updates) paced to `rate` changes/s."""
     cur = conn.cursor()
-    per_tx = 10
-    interval = per_tx / rate
     t0 = time.perf_counter()
     n, i = 0, start_id
     while time.perf_counter() - t0 < seconds:

@@ -30,9 +30,19 @@ os.environ.setdefault("EAI_RAY_DASHBOARD", "0")
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 import pyarrow as pa  # noqa: E402
-
-from _common import (LINEITEM_COLUMNS, PG_DB, PG_HOST, PG_PORT, PG_USER, ensure_lineitem, pg_connect,  # noqa: E402
-                     pg_dsn, result_line, say, tempdir)
+from _common import (  # noqa: E402
+    LINEITEM_COLUMNS,
+    PG_DB,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    ensure_lineitem,
+    pg_connect,
+    pg_dsn,
+    result_line,
+    say,
+    tempdir,
+)
 
 # the Arrow types our connector derives from the PostgreSQL catalog; the floor parses to the same
 LINEITEM_TYPES = {
@@ -147,8 +157,8 @@ class Ours:
 
 
 def _warm_imports() -> int:
-    import eai_ray.orchestration.runner  # noqa: F401 - pulls in pyiceberg, polars, the connectors
     import eai_ray.ingestion.postgres  # noqa: F401
+    import eai_ray.orchestration.runner  # noqa: F401 - pulls in pyiceberg, polars, the connectors
     return os.getpid()
 
 

@@ -15,7 +15,6 @@ for ours alone.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import sys
@@ -26,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import pyarrow as pa  # noqa: E402
-
 from _common import median_time, result_line, say, tempdir  # noqa: E402
 
 KEY = "o_orderkey"

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc

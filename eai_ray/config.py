@@ -16,7 +16,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -389,7 +389,7 @@ class SQLiteSource(Model):
     on_out_of_range: OnOutOfRange = "quarantine"  # SQLite has no typed dates; kept for a uniform config
 
 
-DbSource = Union[PostgresSource, MySQLSource, SQLiteSource]
+DbSource = PostgresSource | MySQLSource | SQLiteSource
 
 
 def has_wildcard(source: Any) -> bool:
@@ -465,7 +465,7 @@ class RestSource(Model):
 
 
 SourceConfig = Annotated[
-    Union[PostgresSource, MySQLSource, SQLiteSource, FileSource, RestSource],
+    PostgresSource | MySQLSource | SQLiteSource | FileSource | RestSource,
     Field(discriminator="kind"),
 ]
 

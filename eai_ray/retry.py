@@ -42,12 +42,13 @@ import dataclasses
 import email.utils
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import tenacity
 
-from eai_ray.errors import (CommitConflict, EaiError, LLMUnavailable, SourceUnavailable, is_transient)
+from eai_ray.errors import CommitConflict, EaiError, LLMUnavailable, SourceUnavailable, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Policy:
         if self.attempts < 1:
             raise ValueError(f"retry policy {self.name}: attempts must be at least 1 (got {self.attempts})")
 
-    def replace(self, **changes: Any) -> "Policy":
+    def replace(self, **changes: Any) -> Policy:
         """This policy with some settings changed (a source's max_retries, a test's short base)."""
         return dataclasses.replace(self, **changes)
 

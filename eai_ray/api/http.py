@@ -29,8 +29,9 @@ import inspect
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -40,9 +41,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 
 from eai_ray.api.settings import ApiSettings
-from eai_ray.settings import settings as env_settings
 from eai_ray.config import EnrichSpec
 from eai_ray.errors import EaiError, LLMTimeout, TransientError, UserError
+from eai_ray.settings import settings as env_settings
 
 MAPPING_FN = ("eai_ray.processing.mapping", "map_columns")
 NL2SQL_FN = ("eai_ray.processing.nl2sql", "answer")
@@ -295,7 +296,7 @@ def _started(fn: Callable[[CancelToken], T], token: CancelToken) -> T:
     return fn(token)
 
 
-async def watch(fut: "asyncio.Future[T]", token: CancelToken, *, request: Request | None = None,
+async def watch(fut: asyncio.Future[T], token: CancelToken, *, request: Request | None = None,
                 setting: str = "", on_stop: Callable[[], None] | None = None) -> T:
     """Wait for ``fut`` until the token's deadline, stopping the work when the deadline passes, the
     client disconnects or this request is cancelled (Serve cancels it when the client goes away)."""
@@ -527,6 +528,7 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
 
         def work(token: CancelToken) -> EnrichResponse:
             import pyarrow as pa
+
             from eai_ray.processing.enrich import EnrichStats, enrich_table
 
             enrich_limits.check(req.rows, req.enrich)

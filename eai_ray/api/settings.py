@@ -109,7 +109,7 @@ class ApiSettings(BaseSettings):
     sql_queue: int = Field(default=4, ge=0, description="/v1/sql requests waiting; more get 503")
 
     @classmethod
-    def from_env(cls, **overrides) -> "ApiSettings":
+    def from_env(cls, **overrides) -> ApiSettings:
         """Settings from EAI_API_AUTH, EAI_API_KEY(_FILE) and EAI_<FIELD> (EAI_MAX_BODY_BYTES,
         EAI_MAP_MAX_COLUMNS...); explicit overrides win."""
         out = read(cls, **overrides)
@@ -123,11 +123,11 @@ class ApiSettings(BaseSettings):
         """The environment variable of a setting: where an operator changes a limit."""
         return env_name(cls, field)
 
-    def map_limits(self) -> "MapLimits":
+    def map_limits(self) -> MapLimits:
         from eai_ray.processing.mapping.limits import MapLimits
         return MapLimits(**{f: getattr(self, f"map_{f}") for f in MapLimits.__dataclass_fields__})
 
-    def enrich_limits(self) -> "EnrichLimits":
+    def enrich_limits(self) -> EnrichLimits:
         from eai_ray.processing.enrich import EnrichLimits
         return EnrichLimits(max_rows=self.max_rows, max_text_chars=self.max_text_chars,
                             **{f: getattr(self, f"enrich_{f}") for f in EnrichLimits.__dataclass_fields__
@@ -157,7 +157,7 @@ class ServeSettings(BaseSettings):
                                      "(a backstop: each expensive route has its own, shorter deadline)")
 
     @classmethod
-    def from_env(cls, **overrides) -> "ServeSettings":
+    def from_env(cls, **overrides) -> ServeSettings:
         return read(cls, **overrides)
 
 

@@ -85,6 +85,7 @@ def cmd_start(args) -> int:
     cfg, sources = _sources(args)
     _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
+
     from actors import cdc_actor
 
     actors = [(s, cdc_actor.start(cfg, s)) for s in sources]
@@ -98,6 +99,7 @@ def cmd_status(args) -> int:
     cfg, sources = _sources(args)
     _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
+
     from actors import cdc_actor
 
     rows = []
@@ -121,6 +123,7 @@ def cmd_stop(args) -> int:
     cfg, sources = _sources(args)
     _ray(cfg, need_cluster=True)  # before importing ray: it reads the token-auth mode at import
     import ray
+
     from actors import cdc_actor
 
     rows = []

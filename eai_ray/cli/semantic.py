@@ -37,9 +37,8 @@ def _model(args, *, required: bool = True):
     import os
 
     from eai_ray.errors import ConfigError
-    from eai_ray.storage.semantic import SemanticModel
-
     from eai_ray.settings import settings
+    from eai_ray.storage.semantic import SemanticModel
 
     path = args.semantic or settings().semantic or (DEFAULT_SEMANTIC if os.path.exists(DEFAULT_SEMANTIC) else None)
     if path is None:

@@ -23,7 +23,8 @@ def register(add) -> None:
     sp.add_argument("--llm-backend", choices=["local", "openai", "vllm", "none"], default=None,
                     help="LLM backend (default EAI_LLM_BACKEND or local)")
     sp.add_argument("--no-auth", action="store_true", help="accept requests without the API key (local experiments only)")
-    sp.add_argument("--detach", action="store_true", help="return after deploying even on a local Ray (it stops with this process anyway)")
+    sp.add_argument("--detach", action="store_true",
+                    help="return after deploying even on a local Ray (it stops with this process anyway)")
 
 
 def cmd_serve(args) -> int:

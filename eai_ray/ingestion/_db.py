@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -224,7 +225,7 @@ def finish_batch(batch: pa.RecordBatch, meta: MetaPlan,
     """
     cols = list(batch.columns)
     found: dict[int, dict[str, str]] = {}  # row -> {column: raw text} found here
-    for i, typ in meta.nan_columns.items():
+    for i in meta.nan_columns:
         col = cols[i]
         # match_substring: no number's text holds 'NaN', and unlike a comparison with a Python
         # constant it does not make pyarrow import pandas on the hot path

@@ -19,13 +19,28 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eai_ray.coerce import (FIXED_RE, NUM_RE, UUID_RE, as_array, clean_text, coerce_column, is_nested, is_text,
-                             matches, parse_bool, parse_date, parse_decimal, parse_int, parse_timestamps)
+from eai_ray.coerce import (
+    FIXED_RE,
+    NUM_RE,
+    UUID_RE,
+    as_array,
+    clean_text,
+    coerce_column,
+    is_nested,
+    is_text,
+    matches,
+    parse_bool,
+    parse_date,
+    parse_decimal,
+    parse_int,
+    parse_timestamps,
+)
 from eai_ray.ingestion.base import ColumnInfo
 
 __all__ = ["coerce_column", "infer_columns", "records_to_table", "CONFIDENCE"]

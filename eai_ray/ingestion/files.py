@@ -60,8 +60,9 @@ import lzma
 import posixpath
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -69,12 +70,29 @@ import pyarrow.compute as pc
 
 from eai_ray.config import FileResource, FileSource
 from eai_ray.errors import AuthenticationFailed, ConfigError, SourceNotFound, SourceUnavailable
-from eai_ray.ingestion.base import (ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN, Batch, ColumnInfo, DiscoveredSchema,
-                                    Partition)
+from eai_ray.ingestion.base import (
+    ERROR_COLUMN,
+    POSITION_COLUMN,
+    RAW_COLUMN,
+    Batch,
+    ColumnInfo,
+    DiscoveredSchema,
+    Partition,
+)
 from eai_ray.ingestion.discovery import infer_columns, records_to_table
-from eai_ray.ingestion.sniff import (FileSniff, Guess, bom_of, codec_unit, decompress, format_from_name,
-                                    is_valid_utf8, sniff_compression, sniff_file, split_records,
-                                    strip_compression_suffix)
+from eai_ray.ingestion.sniff import (
+    FileSniff,
+    Guess,
+    bom_of,
+    codec_unit,
+    decompress,
+    format_from_name,
+    is_valid_utf8,
+    sniff_compression,
+    sniff_file,
+    split_records,
+    strip_compression_suffix,
+)
 
 META_COLUMNS = (POSITION_COLUMN, RAW_COLUMN, ERROR_COLUMN)
 BASE64_PREFIX = "base64:"  # _eai_raw of a row whose bytes did not decode: the original bytes, base64

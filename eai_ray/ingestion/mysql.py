@@ -32,20 +32,37 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eai_ray.config import DbTable, MySQLSource
-from eai_ray.errors import (AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound,
-                            SourceUnavailable)
-from eai_ray.ingestion._db import (MAX_TIME, MIN_DATE, MIN_TIMESTAMP, CatalogDiscovery, DbSchema, Guard, choose_key,
-                                   first_failure, first_line, finish_batch, key_ranges, listed, MetaPlan,
-                                   partition_count, policy_of, raw_json, rebatch, scrub)
+from eai_ray.errors import AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound, SourceUnavailable
+from eai_ray.ingestion._db import (
+    MAX_TIME,
+    MIN_DATE,
+    MIN_TIMESTAMP,
+    CatalogDiscovery,
+    DbSchema,
+    Guard,
+    MetaPlan,
+    choose_key,
+    finish_batch,
+    first_failure,
+    first_line,
+    key_ranges,
+    listed,
+    partition_count,
+    policy_of,
+    raw_json,
+    rebatch,
+    scrub,
+)
 from eai_ray.ingestion.base import RAW_COLUMN, Batch, ColumnInfo, DiscoveredSchema, Partition
 
 try:

@@ -59,22 +59,40 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from eai_ray.config import DbTable, PostgresSource
-from eai_ray.errors import (AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound,
-                            SourceUnavailable)
-from eai_ray.ingestion._db import (MAX_DATE, MAX_TIME, MAX_TIMESTAMP, MIN_DATE, MIN_TIMESTAMP,
-                                   CatalogDiscovery, DbSchema, Guard, MetaPlan, choose_key, first_failure,
-                                   first_line, finish_batch, key_ranges, listed, partition_count, policy_of,
-                                   raw_json, rebatch, scrub)
+from eai_ray.errors import AuthenticationFailed, ConfigError, EaiError, SourceError, SourceNotFound, SourceUnavailable
+from eai_ray.ingestion._db import (
+    MAX_DATE,
+    MAX_TIME,
+    MAX_TIMESTAMP,
+    MIN_DATE,
+    MIN_TIMESTAMP,
+    CatalogDiscovery,
+    DbSchema,
+    Guard,
+    MetaPlan,
+    choose_key,
+    finish_batch,
+    first_failure,
+    first_line,
+    key_ranges,
+    listed,
+    partition_count,
+    policy_of,
+    raw_json,
+    rebatch,
+    scrub,
+)
 from eai_ray.ingestion.base import RAW_COLUMN, Batch, ColumnInfo, Partition
 
 try:

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eai_ray.config import RestResource, RestSource
-from eai_ray.errors import (AuthenticationFailed, RateLimited, SourceError, SourceNotFound,
-                            SourceUnavailable)
-from eai_ray.ingestion.base import (POSITION_COLUMN, RAW_COLUMN, Batch, DiscoveredSchema,
-                                    cursor_value, merge_checkpoints)
+from eai_ray.errors import AuthenticationFailed, RateLimited, SourceError, SourceNotFound, SourceUnavailable
+from eai_ray.ingestion.base import POSITION_COLUMN, RAW_COLUMN, Batch, DiscoveredSchema, cursor_value, merge_checkpoints
 from eai_ray.ingestion.discovery import infer_columns, records_to_table
 from eai_ray.retry import HTTP, parse_retry_after
 

@@ -1,7 +1,7 @@
 """Pipeline metrics: Ray metrics (Prometheus endpoint and Ray dashboard) when Ray runs, no-ops otherwise."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 _TAGS = ("pipeline", "table", "layer")
 
@@ -17,7 +17,7 @@ class _Noop:
         pass
 
 
-@lru_cache(maxsize=None)
+@cache
 def _metric(kind: str, name: str, description: str):
     try:
         import ray

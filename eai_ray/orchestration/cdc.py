@@ -25,8 +25,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from eai_ray.errors import EaiError, SlotLost, is_transient
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, commit_of, end_of
@@ -388,8 +389,8 @@ def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
 def build_sink(cfg, source_name: str, *, catalog=None):
     """The Iceberg sink of one CDC source (also built inside the sink process)."""
     from eai_ray.config import CdcConfig
-    from eai_ray.storage.catalog import open_catalog
     from eai_ray.orchestration.cdc_sink import CdcSink
+    from eai_ray.storage.catalog import open_catalog
 
     cdc = cfg.source(source_name).cdc or CdcConfig()
     silver = {t.source.split(".", 1)[1]: t for t in cfg.silver if t.source.split(".", 1)[0] == source_name}

@@ -23,21 +23,21 @@ Example::
 """
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
-
-import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 
+from eai_ray.coerce import coerce_column
 from eai_ray.config import SilverTable
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, SnapshotChunk, TableSpec
-from eai_ray.coerce import coerce_column
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, transform
 from eai_ray.storage import tables
 
@@ -425,7 +425,8 @@ class CdcSink:
         tbl = tables.load(self.catalog, silver)
         if self.deletes == "tombstone":
             cur = tables.read(tbl)
-            cur = cur.set_column(cur.schema.get_field_index(POSITION), POSITION, pa.array([e.position] * cur.num_rows, pa.string()))
+            cur = cur.set_column(cur.schema.get_field_index(POSITION), POSITION,
+                                 pa.array([e.position] * cur.num_rows, pa.string()))
             cur = cur.set_column(cur.schema.get_field_index(DELETED), DELETED, pa.array([True] * cur.num_rows))
         else:
             cur = tbl.schema().as_arrow().empty_table()
@@ -433,8 +434,8 @@ class CdcSink:
         self._committed(silver, props[POS_PROP])
         if self.scd2 and tables.exists(self.catalog, self.history(t)):
             h = pl.from_arrow(tables.read(tables.load(self.catalog, self.history(t))))
-            h = h.with_columns(pl.when(pl.col("_eai_current")).then(pl.lit(e.commit_time)).otherwise(pl.col("_eai_valid_to")).alias("_eai_valid_to"),
-                               pl.lit(False).alias("_eai_current"))
+            valid_to = pl.when(pl.col("_eai_current")).then(pl.lit(e.commit_time)).otherwise(pl.col("_eai_valid_to"))
+            h = h.with_columns(valid_to.alias("_eai_valid_to"), pl.lit(False).alias("_eai_current"))
             tables.overwrite(self.catalog, self.history(t), h.to_arrow(), run_id=self.run_id, properties=props)
             self._committed(self.history(t), props[POS_PROP])
 

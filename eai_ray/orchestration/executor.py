@@ -6,7 +6,8 @@ The Ray executor (named source actors, Ray tasks) lives in ``actors/executor.py`
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from eai_ray.ingestion.base import SupportsPartitioning, merge_checkpoints
 from eai_ray.ingestion.registry import connector_for

@@ -24,25 +24,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import EqualTo, GreaterThan
 
-from eai_ray.config import (PipelineConfig, SilverTable, expand_tables, has_wildcard, resolvable_secrets,
-                            resources_of)
 from eai_ray import retry
-from eai_ray.errors import EaiError, SqlValidationError, ConfigError
+from eai_ray.config import PipelineConfig, SilverTable, expand_tables, has_wildcard, resolvable_secrets, resources_of
+from eai_ray.errors import ConfigError, EaiError, SqlValidationError
 from eai_ray.ingestion.base import ERROR_COLUMN, POSITION_COLUMN, RAW_COLUMN, DiscoveredSchema, merge_checkpoints
 from eai_ray.observability import metrics
 from eai_ray.observability.progress import Progress
 from eai_ray.orchestration.dag import gold_order
 from eai_ray.orchestration.executor import Executor
 from eai_ray.processing import quality as qengine
-from eai_ray.storage.dedup import ROW_HASH, combine_fingerprints, fingerprint, latest_per_key, row_hashes
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, SilverResult, renamed_columns, transform
 from eai_ray.processing.sql import column_lineage, run_select, validate_select
-from eai_ray.types import make_iceberg_safe
-from eai_ray.settings import settings
 from eai_ray.redact import redact, redact_tree
+from eai_ray.settings import settings
 from eai_ray.storage import tables as T
 from eai_ray.storage.catalog import open_catalog
+from eai_ray.storage.dedup import ROW_HASH, combine_fingerprints, fingerprint, latest_per_key, row_hashes
 from eai_ray.storage.metadata import MetadataStore
+from eai_ray.types import make_iceberg_safe
 
 log = logging.getLogger(__name__)
 

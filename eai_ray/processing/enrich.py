@@ -22,10 +22,10 @@ Each classify spec adds ``<output>`` and ``<output>_confidence`` (cosine margin-
 from __future__ import annotations
 
 import concurrent.futures as cf
-
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -456,8 +456,8 @@ def enrich_dataset(ds, specs: Sequence[EnrichSpec], *, via: str | None = None, b
 def enrich_with_ray(table: pa.Table, specs: Sequence[EnrichSpec], *, via: str | None = None,
                     batch_size: int = 64, num_cpus: float = 1) -> pa.Table:
     """Run the Ray Data stage over an in-memory table on the connected Ray; rows keep their order."""
-    import ray
     import pyarrow.compute as pc
+    import ray
 
     if not table.num_rows:
         return enrich_table(table, specs, LocalClient())

@@ -119,8 +119,8 @@ _GENERIC = _STOP | {
     "up", "out", "so", "far", "currently", "current", "time", "times", "period", "date", "dates", "year", "years",
     "month", "months", "quarter", "quarters", "week", "weeks", "day", "days", "yearly", "monthly", "quarterly",
     "weekly", "daily", "annual", "annually", "q1", "q2", "q3", "q4", "first", "second", "third", "fourth", "last",
-    "previous", "past", "next", "since", "before", "after", "until", "year", "distinct", "different", "unique",
-    "combined", "overall", "each", "then", "respectively", "including", "included", "value", "values", "level",
+    "previous", "past", "next", "since", "before", "after", "until", "distinct", "different", "unique",
+    "combined", "each", "then", "respectively", "including", "included", "value", "values", "level",
     "levels", "big", "small", "high", "low", "like", "look", "looking", "want", "need", "see", "let", "know",
     "based", "located", "registered", "placed", "shipped", "made", "make", "generated", "brought", "bring", "come",
     "came", "comes", "bought", "sold", "earned", "spent", "got", "get", "gets", "received", "take", "took", "taken"}
@@ -796,7 +796,7 @@ def _demonyms(value: str) -> tuple[str, ...]:
     return tuple(forms.split("|") if "|" in forms else forms.split())
 
 
-def _code_hits(qc: str, linker: "Linker") -> list[tuple[int, int, str, str]]:
+def _code_hits(qc: str, linker: Linker) -> list[tuple[int, int, str, str]]:
     """One-letter codes ('R', 'F') are values only right after the name of their column:
     "return flag of R", "status F", "flag = 'A'". Anywhere else a lone letter is just a word."""
     out = []
@@ -890,7 +890,7 @@ def _stem(w: str) -> str:
 def _time_dimension(text: str, model: SemanticModel, base: str | None) -> str | None:
     words = set(_words(text))
     best, best_hits = None, 0
-    for ref, ent, d in model.dimension_refs():
+    for ref, _ent, d in model.dimension_refs():
         if d.type != "time":
             continue
         keys = set(_words(d.name)) - {"date", "at", "time"} | {w for s in d.synonyms for w in _words(s)} - {"date"}
@@ -962,7 +962,7 @@ def _time_range(text: str, today: dt.date) -> tuple[tuple[dt.date | None, dt.dat
             return (today - dt.timedelta(weeks=n), today + dt.timedelta(days=1)), cut(m)
         months = {"month": 1, "quarter": 3, "year": 12}[unit] * n
         if m.group(2):  # "last 3 months": a rolling window
-            return (add_months(today.replace(day=1), -months + 1) if False else _shift(today, months), today + dt.timedelta(days=1)), cut(m)
+            return (_shift(today, months), today + dt.timedelta(days=1)), cut(m)
         # "last quarter": the previous full calendar period
         if unit == "quarter":
             cur = qstart(today.year, (today.month - 1) // 3 + 1)

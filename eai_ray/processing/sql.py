@@ -5,9 +5,9 @@ Every SQL text that eai-ray runs (gold models now, NL-to-SQL later) goes through
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow as pa
 import sqlglot
@@ -19,7 +19,8 @@ from eai_ray.errors import SqlValidationError
 
 DIALECT = "duckdb"
 _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Create, exp.Alter, exp.Merge,
-                exp.Command, exp.Copy, exp.Set, exp.Pragma, exp.TruncateTable, exp.Attach if hasattr(exp, "Attach") else exp.Command)
+                exp.Command, exp.Copy, exp.Set, exp.Pragma, exp.TruncateTable,
+                exp.Attach if hasattr(exp, "Attach") else exp.Command)
 _SYSTEM_SCHEMAS = {"information_schema", "pg_catalog", "sqlite_master", "duckdb_tables", "system", "temp", "main"}
 
 
@@ -77,7 +78,7 @@ def validate_select(sql: str, schema: dict[str, dict[str, str]], *, default_ns: 
     for fn in tree.find_all(exp.Anonymous):
         if fn.name.lower().startswith(("read_", "pg_", "duckdb_", "sqlite_", "glob", "getenv", "current_setting")):
             raise SqlValidationError(f"function {fn.name} is not allowed")
-    for fn in tree.find_all(exp.ReadCSV) if hasattr(exp, "ReadCSV") else []:
+    for _ in tree.find_all(exp.ReadCSV) if hasattr(exp, "ReadCSV") else []:
         raise SqlValidationError("reading files is not allowed")
     _refuse_case_collisions(tree, schema, tables)
     nested = _nested_schema(schema, default_ns)

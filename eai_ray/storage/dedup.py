@@ -27,7 +27,7 @@ ROW_HASH = "_eai_row_hash"
 _HASHED_META = ("_eai_raw",)  # the one meta column that is content (the record as the source sent it)
 
 
-def row_hashes(table: "pa.Table") -> "pa.Array":
+def row_hashes(table: pa.Table) -> pa.Array:
     """A 64-bit content hash per row of an Arrow table, as int64.
 
     Hashes the data columns (and the raw record text, when kept) in name order, never positions,

@@ -35,7 +35,7 @@ class LineageGraph:
             self._down[src].append((*dst, e["transform"]))
 
     @classmethod
-    def load(cls, store: MetadataStore) -> "LineageGraph":
+    def load(cls, store: MetadataStore) -> LineageGraph:
         return cls(store.edges())
 
     def tables(self) -> set[str]:

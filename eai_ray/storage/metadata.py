@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -91,7 +92,7 @@ class MetadataStore:
                               "database and credentials)") from None
 
     @classmethod
-    def for_pipeline(cls, cfg) -> "MetadataStore":
+    def for_pipeline(cls, cfg) -> MetadataStore:
         from eai_ray.config import with_secrets
 
         return cls(with_secrets(cfg.metadata_uri) or f"sqlite:///{cfg.state_path / 'metadata.db'}")

@@ -72,7 +72,7 @@ class ReviewStore:
         _md.create_all(self.engine)
 
     @classmethod
-    def for_pipeline(cls, cfg) -> "ReviewStore":
+    def for_pipeline(cls, cfg) -> ReviewStore:
         from eai_ray.storage.metadata import MetadataStore
         return cls(MetadataStore.for_pipeline(cfg).engine)
 

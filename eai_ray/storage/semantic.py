@@ -138,7 +138,7 @@ class SemanticModel:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path) -> "SemanticModel":
+    def load(cls, path: str | Path) -> SemanticModel:
         try:
             data = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
@@ -146,7 +146,7 @@ class SemanticModel:
         return cls.from_dict(data, file=str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, *, file: str | None = None) -> "SemanticModel":
+    def from_dict(cls, data: Any, *, file: str | None = None) -> SemanticModel:
         try:
             spec = _Spec.model_validate(data)
         except ValidationError as exc:
@@ -171,7 +171,7 @@ class SemanticModel:
                                       file=self.file, field=f"metrics.{dep}.measure")
 
     # ------------------------------------------------------------------ catalog
-    def with_aggregates(self, aggs: list[tuple[str, str, str]]) -> "SemanticModel":
+    def with_aggregates(self, aggs: list[tuple[str, str, str]]) -> SemanticModel:
         """A copy with ad-hoc simple metrics, each (metric name, what, agg): `what` is a dimension
         ('entity.dim': "the earliest order date" is MIN over order_date, "how many distinct brands"
         COUNT(DISTINCT) over brand) or 'entity:SQL' over entity-qualified columns of entities that

@@ -19,8 +19,9 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Op = Literal["r", "c", "u", "d", "t"]  # snapshot read, create, update, delete, truncate
 OPS: tuple[str, ...] = ("r", "c", "u", "d", "t")

@@ -10,9 +10,10 @@ the Kafka transaction commits. A crash in between resends the transaction: harml
 Consumer side (``KafkaCdcSource``): a CdcSource the ordinary ``CdcConsumer`` drives. It reads the
 topics with ``isolation_level=read_uncommitted`` and no auto commit, reassembles whole source
 transactions in commit order from the markers (a transaction is handed on only when its marker
-and all of its events have arrived, so the broker's transaction state decides nothing), drops repeats, and hands a ``TxEnd`` whose ``resume`` token holds
-the Kafka offsets to restart from. The sink commits that token in the SAME Iceberg snapshot
-summary as the data, and on restart ``stream(resume)`` seeks to it; the group's committed
+and all of its events have arrived, so the broker's transaction state decides nothing), drops
+repeats, and hands a ``TxEnd`` whose ``resume`` token holds the Kafka offsets to restart from.
+The sink commits that token in the SAME Iceberg snapshot summary as the data, and on restart
+``stream(resume)`` seeks to it; the group's committed
 offsets are only a hint (used when no table holds a token yet). The initial snapshot and the
 table metadata come from the wrapped database source (the publisher waits for its slot).
 
@@ -30,7 +31,8 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from eai_ray.errors import SourceUnavailable
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pymysql
@@ -29,9 +30,8 @@ import pymysql
 from eai_ray.config import CdcConfig, MySQLSource
 from eai_ray.errors import CdcSetupError, SlotLost, SourceUnavailable
 from eai_ray.ingestion._db import first_line, scrub
+from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of, position
 from eai_ray.ingestion.mysql import ident
-from eai_ray.ingestion.cdc.events import (BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of,
-                                          position)
 
 _GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
@@ -173,7 +173,7 @@ class MySQLCdcSource:
             only_schemas=[self.source.database], slave_heartbeat=self.heartbeat,
             # tables nobody captures are not decoded at all (they are not 'unknown', just not ours)
             only_tables=[s.source_table.split(".", 1)[1] for s in specs])
-        gtid, seq, idx, ts, domain_server = None, 0, 0, None, None
+        gtid, seq, idx, ts = None, 0, 0, None
         conn = None
         reader = self._stream
         try:

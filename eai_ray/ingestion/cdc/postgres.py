@@ -24,21 +24,21 @@ from __future__ import annotations
 import io
 import re
 import select
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from psycopg2 import sql
 
 from eai_ray.config import CdcConfig, PostgresSource
 from eai_ray.errors import CdcSetupError, SlotLost, SourceUnavailable
 from eai_ray.ingestion._db import first_line, scrub
 from eai_ray.ingestion.cdc.events import Heartbeat, SnapshotChunk, TableSpec, position
 from eai_ray.ingestion.cdc.pgoutput import PgOutputDecoder
-
-import psycopg2
-import psycopg2.errors
-import psycopg2.extras
-from psycopg2 import sql
 
 _IDENT = re.compile(r"[^a-z0-9_]")
 

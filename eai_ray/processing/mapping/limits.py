@@ -15,9 +15,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from eai_ray.errors import UserError
 

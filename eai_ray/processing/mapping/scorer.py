@@ -12,18 +12,19 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from eai_ray.settings import settings
 from eai_ray.processing.mapping.fabricate import CORPUS_PATH, Task, fabricate, load_corpus
 from eai_ray.processing.mapping.features import FEATURE_VERSION, FEATURES, pair_features, prepare
+from eai_ray.settings import settings
 
 SEED = 20261125
 _lock = threading.Lock()
-_loaded: dict[str, "Scorer"] = {}
+_loaded: dict[str, Scorer] = {}
 
 
 def cache_dir() -> Path:
@@ -126,7 +127,7 @@ class Scorer:
         return self.model.predict_proba(X)[:, 1]
 
     @classmethod
-    def train(cls, tasks: Sequence[Task], *, encode=None, key: str = "") -> "Scorer":
+    def train(cls, tasks: Sequence[Task], *, encode=None, key: str = "") -> Scorer:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -144,7 +145,7 @@ class Scorer:
         return cls(model, key=key, trained_on=int(len(y)))
 
     @classmethod
-    def default(cls, *, learned: Sequence[dict[str, Any]] = (), encode=None) -> "Scorer":
+    def default(cls, *, learned: Sequence[dict[str, Any]] = (), encode=None) -> Scorer:
         """The scorer for the shipped corpus (+ learned pairs): loaded from cache or trained once."""
         import joblib
         import sklearn

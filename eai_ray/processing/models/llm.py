@@ -28,9 +28,11 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from eai_ray import retry
 from eai_ray.errors import (
     ConfigError,
     LLMAuthError,
@@ -39,7 +41,6 @@ from eai_ray.errors import (
     LLMUnavailable,
     ModelNotAvailable,
 )
-from eai_ray import retry
 from eai_ray.settings import llm_settings, settings
 
 Backend = Literal["local", "openai", "vllm", "none"]
@@ -142,7 +143,7 @@ class LocalGGUF:
     Use ``LocalGGUF.load()`` for the process-wide instance.
     """
 
-    _cache: dict[tuple, "LocalGGUF"] = {}
+    _cache: dict[tuple, LocalGGUF] = {}
     _cache_lock = threading.Lock()
 
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int = 4096, n_parallel: int = 4,
@@ -160,7 +161,7 @@ class LocalGGUF:
         self._pool = cf.ThreadPoolExecutor(max_workers=max(2, n_parallel * 2), thread_name_prefix="eai-gguf")
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> "LocalGGUF":
+    def load(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> LocalGGUF:
         """The process-wide instance for ``path`` (default: the embedded SmolLM2), loaded once."""
         key = (str(path or ""), tuple(sorted(kwargs.items())))
         with cls._cache_lock:
@@ -262,7 +263,7 @@ class OpenAICompatible:
         self._session = requests.Session()
 
     @classmethod
-    def from_env(cls, *, default_url: str | None = None, default_model: str | None = None) -> "OpenAICompatible":
+    def from_env(cls, *, default_url: str | None = None, default_model: str | None = None) -> OpenAICompatible:
         """URL from ``EAI_LLM_URL`` (or ``OPENAI_BASE_URL``), key from ``EAI_LLM_API_KEY``,
         ``EAI_LLM_API_KEY_FILE`` or ``OPENAI_API_KEY``, model from ``EAI_LLM_MODEL``."""
         env = llm_settings()
