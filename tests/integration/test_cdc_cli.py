@@ -1,7 +1,6 @@
 """`eai cdc start|status|stop PIPELINE.yaml` against a private Ray head (token auth on) and PostgreSQL."""
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,12 @@ sources:
         assert st["lag"]["exists"] and "lag_bytes" in st["lag"] and "events_per_s" in st
         stopped = eai_cdc("stop")
         assert stopped[0]["state"] == "stopped"
-        time.sleep(1)
-        gone = subprocess.run([eai, "cdc", "status", str(pipeline), "--json"], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert gone.returncode == 1 and json.loads(gone.stdout)[0]["state"] == "absent"
+
+        def status_after_stop():
+            out = subprocess.run([eai, "cdc", "status", str(pipeline), "--json"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+            return out.returncode, json.loads(out.stdout)[0]["state"]
+
+        # the actor goes away shortly after `stop` answers: wait for it instead of sleeping a guess
+        assert wait_until(lambda: status_after_stop() == (1, "absent"), timeout=60), status_after_stop()
     conn.close()
