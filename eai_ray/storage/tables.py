@@ -21,8 +21,10 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.table import Table
+from pyiceberg.io.pyarrow import ArrowScan, bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.table import Table, TableProperties, WriteTask
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.utils.properties import property_as_int
 
 from eai_ray.errors import CommitConflict, IncompatibleSchemaChange, TableNotFound
 from eai_ray.retry import COMMIT_CONFLICT
@@ -151,9 +153,30 @@ def _retry_commit(fn, *, table: str, sleep=None):
 
 def write_data_files(tbl: Table, data: pa.Table) -> list:
     """Write Parquet data files for `data` without committing them (runs in Ray tasks)."""
-    data = align(tbl, data)
-    return list(_dataframe_to_data_files(table_metadata=tbl.metadata, df=data, io=tbl.io,
-                                         write_uuid=uuid.uuid4()))
+    return _data_files(tbl.metadata, tbl.io, align(tbl, data))
+
+
+def _data_files(metadata: TableMetadata, io, data: pa.Table) -> list:
+    """Parquet data files (pyiceberg ``DataFile``s, with column stats) holding `data`, not committed.
+
+    Written by pyiceberg's public (not underscored, though undocumented) writer ``write_file`` over
+    ``WriteTask``s bin-packed to the table's ``write.target-file-size-bytes``, field ids from the
+    table schema: what ``Table.append`` does, minus the commit. They are committed by
+    ``update_snapshot().fast_append()/.overwrite()`` in one snapshot. eai-ray tables are
+    unpartitioned; a partitioned one is refused rather than written unpartitioned. No rows, no files.
+    """
+    if not metadata.spec().is_unpartitioned():
+        raise NotImplementedError("writing data files for a partitioned table is not supported by eai-ray")
+    if data.num_rows == 0:
+        return []
+    target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                             TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    schema = pyarrow_to_schema(data.schema, name_mapping=metadata.schema().name_mapping,
+                               format_version=metadata.format_version)
+    write_uuid = uuid.uuid4()
+    tasks = (WriteTask(write_uuid=write_uuid, task_id=i, schema=schema, record_batches=batches)
+             for i, batches in enumerate(bin_pack_arrow_table(data, target)))
+    return list(write_file(io, metadata, tasks))
 
 
 def commit_files(catalog: Catalog, name: str, files: Iterable, *, run_id: str,
@@ -358,8 +381,7 @@ def _merge_once(tbl: Table, changes: pa.Table, *, keys, run_id, sequence_by, del
     props.update({"eai.merge.inserted": str(stats.inserted), "eai.merge.updated": str(stats.updated),
                   "eai.merge.deleted": str(stats.deleted)})
     tx = tbl.transaction()
-    new_files = list(_dataframe_to_data_files(table_metadata=tx.table_metadata, df=merged_arrow,
-                                              io=tbl.io, write_uuid=uuid.uuid4()))
+    new_files = _data_files(tx.table_metadata, tbl.io, merged_arrow)
     if candidates:
         with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
             for t in candidates:

@@ -157,3 +157,42 @@ def test_commit_conflicts_are_retried_then_the_last_raised():
     with pytest.raises(CommitConflict, match="commit to silver.t kept conflicting: stale") as info:
         T._retry_commit(never, table="silver.t", sleep=slept.append)
     assert len(calls) == COMMIT_CONFLICT.attempts and info.value.transient
+
+
+def test_merge_that_deletes_every_row_of_the_rewritten_file_commits_one_snapshot(catalog):
+    seed(catalog, 1)
+    before = len(catalog.load_table("silver.t").metadata.snapshots)
+    ch = pa.table({"id": pa.array([0], pa.int64()), "v": ["v0"], "seq": pa.array([2], pa.int64()), "d": [True]})
+    st = T.merge(catalog, "silver.t", ch, keys=["id"], sequence_by="seq", run_id="gone", delete_flag="d")
+    assert (st.deleted, st.files_rewritten) == (1, 1)
+    tbl = catalog.load_table("silver.t")
+    assert len(tbl.metadata.snapshots) == before + 1 and rows(tbl) == {}
+    props = T.summary(tbl)
+    assert props["eai.run_id"] == "gone" and props["eai.merge.deleted"] == "1" and props["eai.merge.inserted"] == "0"
+
+
+def test_written_data_files_carry_counts_key_bounds_and_field_ids(catalog):
+    """What merge and commit_files rely on from pyiceberg's writer: record counts, the key column's
+    bounds (file pruning reads them), an unpartitioned partition, Parquet field ids, one file per
+    target size; no rows, no files."""
+    import pyarrow.parquet as pq
+    from pyiceberg.conversions import from_bytes
+
+    data = seed(catalog, 0)
+    tbl = catalog.load_table("silver.t")
+    assert T.write_data_files(tbl, data) == []
+    data = pa.table({"id": pa.array([7, 3, 9], pa.int64()), "v": ["a", None, "c"], "seq": pa.array([1, 1, 1], pa.int64())})
+    [f] = T.write_data_files(tbl, data)
+    key = tbl.schema().find_field("id")
+    assert f.record_count == 3 and len(f.partition) == 0 and f.file_path.endswith(".parquet")
+    assert from_bytes(key.field_type, f.lower_bounds[key.field_id]) == 3
+    assert from_bytes(key.field_type, f.upper_bounds[key.field_id]) == 9
+    assert f.null_value_counts[tbl.schema().find_field("v").field_id] == 1
+    meta = pq.read_schema(tbl.io.new_input(f.file_path).open())
+    assert [int(fld.metadata[b"PARQUET:field_id"]) for fld in meta] == [fl.field_id for fl in tbl.schema().fields]
+    T.commit_files(catalog, "silver.t", [f], run_id="w")
+    assert sorted(rows(catalog.load_table("silver.t"))) == [3, 7, 9]
+    with tbl.transaction() as tx:
+        tx.set_properties(**{"write.target-file-size-bytes": "1"})
+    files = T.write_data_files(catalog.load_table("silver.t"), data)
+    assert [x.record_count for x in files] == [1, 1, 1]
