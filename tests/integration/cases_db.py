@@ -15,8 +15,9 @@ import os
 import socket
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -7,14 +7,11 @@ source table row for row.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import decimal
 import random
 import string
 import threading
 import time
-
-import pyarrow as pa
 
 from eai_ray.storage import tables
 

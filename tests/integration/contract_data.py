@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 BASE_TS = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -22,7 +22,8 @@ from eai_ray.processing import nl2sql
 from eai_ray.processing.mapping import map_columns
 from eai_ray.storage.review import ReviewStore
 from eai_ray.storage.semantic import SemanticModel
-from tests.reference_answers import case_id, demo_tables as _demo_tables, load_cases, tpch_tables, verdict
+from tests.reference_answers import case_id, load_cases, tpch_tables, verdict
+from tests.reference_answers import demo_tables as _demo_tables
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,7 @@ import pytest
 from eai_ray.config import parse_pipeline
 from eai_ray.ingestion.cdc.kafka import partition_counts
 from eai_ray.storage.catalog import open_catalog
-from tests.integration.cdc_workload import (Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows,
-                                            wait_until)
+from tests.integration.cdc_workload import Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +164,7 @@ def test_cdc_through_kafka_exactly_once(engine, request, private_kafka, tmp_path
 def _group_hint(bootstrap, pipeline, source, prefix):
     """The offsets the consumer committed to its Kafka group (in the background, after Iceberg)."""
     from kafka import TopicPartition
+
     from eai_ray.ingestion.cdc.kafka import _GroupOffsets, group_id
     names = [f"{prefix}.{source}._tx", f"{prefix}.{source}.items"]
     parts = [TopicPartition(t, p) for t, n in partition_counts(bootstrap, names).items() for p in range(n)]
@@ -185,9 +185,10 @@ def _diagnose(broker, catalog, prefix: str, source: str):
     """EAI_DIAG=1: per source commit, what the topics hold (committed and not) against bronze."""
     import collections
     import json
+
     from kafka import KafkaConsumer, TopicPartition
+
     from eai_ray.storage import tables
-    out = {}
     for iso in ("read_committed", "read_uncommitted"):
         c = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level=iso, enable_auto_commit=False)
         tps = [TopicPartition(f"{prefix}.{source}._tx", 0), TopicPartition(f"{prefix}.{source}.items", 0)]

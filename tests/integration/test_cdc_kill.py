@@ -22,8 +22,7 @@ import ray
 
 from eai_ray.config import parse_pipeline
 from eai_ray.storage.catalog import open_catalog
-from tests.integration.cdc_workload import (Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows,
-                                            wait_until)
+from tests.integration.cdc_workload import Workload, bronze_counts, my_schema, pg_schema, silver_rows, source_rows, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,7 @@ from pydantic import BaseModel
 
 from eai_ray.config import SecretRef
 from eai_ray.errors import AuthenticationFailed, EaiError, SourceNotFound, SourceUnavailable
-from eai_ray.ingestion.base import (Batch, Connector, DiscoveredSchema, SupportsPartitioning,
-                                    merge_checkpoints)
+from eai_ray.ingestion.base import Batch, Connector, DiscoveredSchema, SupportsPartitioning, merge_checkpoints
 from tests.integration.contract_data import people_rows
 
 CASES = ["files_csv", "files_jsonl", "files_parquet", "rest", "sqlite", "postgres", "mysql"]

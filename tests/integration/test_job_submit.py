@@ -33,7 +33,7 @@ sources:
         env = {**head["env"], "RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": head["dashboard"]}
         cmd = [str(Path(head["env"]["PATH"].split(":")[0]) / "ray"), "job", "submit", "--working-dir", str(REPO),
                "--", "eai", "run", str(pipeline), "--json"]
-        for attempt in range(10):  # the job agent can take a few seconds after `ray start`
+        for _attempt in range(10):  # the job agent can take a few seconds after `ray start`
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
             if "No available agent" not in out.stderr + out.stdout:
                 break

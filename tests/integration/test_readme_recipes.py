@@ -44,7 +44,7 @@ def test_cluster_recipe_runs_as_written(tmp_path):
             script.append(line.replace("6380", port).replace("8265", dash_port))
         env = {k: v for k, v in head["env"].items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
         env["PATH"] = os.defpath  # the recipe's activate line must be what puts eai and ray on PATH
-        for attempt in range(10):  # the job agent can take a few seconds after `ray start`
+        for _attempt in range(10):  # the job agent can take a few seconds after `ray start`
             out = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env, capture_output=True,
                                  text=True, timeout=600)
             if "No available agent" not in out.stdout + out.stderr:

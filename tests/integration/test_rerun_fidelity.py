@@ -99,8 +99,8 @@ def test_case_colliding_columns_stay_distinct_through_gold(tmp_path, pg_database
     assert gold["upper_sum"] == sum(i * 10.0 for i in range(1, 51))
     assert gold["lower_sum"] == sum(i * 1.0 for i in range(1, 51))
     # the folded name would bind to 'Total' in any SQL engine: refused, naming the stored columns
-    from eai_ray.processing.sql import validate_select
     from eai_ray.errors import SqlValidationError
+    from eai_ray.processing.sql import validate_select
 
     schema = {"silver.p_cased": {f.name: str(f.type) for f in silver.schema}}
     with pytest.raises(SqlValidationError, match="total__2"):

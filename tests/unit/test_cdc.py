@@ -10,10 +10,10 @@ from pyiceberg.catalog import load_catalog
 
 from eai_ray.config import ColumnSpec, SilverTable, parse_pipeline
 from eai_ray.errors import ConfigError
-from eai_ray.ingestion.cdc.events import (BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of, position)
+from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of, position
 from eai_ray.ingestion.cdc.pgoutput import PgOutputDecoder
-from eai_ray.storage import tables
 from eai_ray.orchestration.cdc_sink import CdcSink
+from eai_ray.storage import tables
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -7,8 +7,7 @@ import threading
 import pytest
 
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TableSpec, TxEnd, position
-from eai_ray.ingestion.cdc.kafka import (KafkaPublisher, TxAssembler, decode_event, encode_event, encode_key,
-                                         topic_for)
+from eai_ray.ingestion.cdc.kafka import KafkaPublisher, TxAssembler, decode_event, encode_event, encode_key, topic_for
 
 
 def _ev(commit, i, table="items", key=1, op="c"):

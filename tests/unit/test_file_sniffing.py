@@ -12,8 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from eai_ray.ingestion.files import decode_text, parse_csv, same_file, storable_parquet
-from eai_ray.ingestion.sniff import (decompress, sniff_compression, sniff_dialect, sniff_encoding, sniff_file,
-                                     sniff_format, sniff_header, western_plausibility)
+from eai_ray.ingestion.sniff import (
+    decompress,
+    sniff_compression,
+    sniff_dialect,
+    sniff_encoding,
+    sniff_file,
+    sniff_format,
+    sniff_header,
+    western_plausibility,
+)
 
 TEXT = "id;name;note\r\n1;Zoë;\"two\r\nlines\"\r\n2;Åsa;\"a;b\"\r\n3;Renée;plain\r\n"
 

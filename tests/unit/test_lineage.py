@@ -1,7 +1,6 @@
 """Lineage: directions as data flows, OpenLineage events at the run's own times."""
 import datetime as dt
 
-
 from eai_ray.storage import metadata as M
 from eai_ray.storage.lineage import LineageGraph, openlineage_events
 from eai_ray.storage.metadata import MetadataStore

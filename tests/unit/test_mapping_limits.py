@@ -13,11 +13,16 @@ from eai_ray.config import EnrichSpec
 from eai_ray.processing.enrich import EnrichLimits, EnrichTooLarge
 from eai_ray.processing.mapping import names as N
 from eai_ray.processing.mapping import pairwise as PW
-from eai_ray.processing.mapping.features import _abbrev, _strip, describe, embed, pair_features, prepare
+from eai_ray.processing.mapping.features import _abbrev, _strip, describe, pair_features, prepare
 from eai_ray.processing.mapping.limits import MapLimits, MappingInvalid, MappingTooLarge, default_token_counter
 from eai_ray.processing.mapping.matcher import map_columns
-from eai_ray.processing.mapping.profile import (numeric_features, pattern_similarity, shape_similarity,
-                                                type_compatibility, value_overlap)
+from eai_ray.processing.mapping.profile import (
+    numeric_features,
+    pattern_similarity,
+    shape_similarity,
+    type_compatibility,
+    value_overlap,
+)
 from tests.unit.fakes import FakeScorer, fake_encode
 
 WORDS = ("order customer cust invoice inv amount amt date dt name nm number num no phone ph email status sts "

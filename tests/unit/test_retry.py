@@ -7,8 +7,15 @@ import re
 import pytest
 
 from eai_ray import retry
-from eai_ray.errors import (AuthenticationFailed, CommitConflict, ConfigError, LLMTimeout, LLMUnavailable,
-                            RateLimited, SourceUnavailable)
+from eai_ray.errors import (
+    AuthenticationFailed,
+    CommitConflict,
+    ConfigError,
+    LLMTimeout,
+    LLMUnavailable,
+    RateLimited,
+    SourceUnavailable,
+)
 from eai_ray.retry import COMMIT_CONFLICT, HTTP, LLM, POLICIES, TASK, Policy, parse_retry_after
 
 

@@ -1,5 +1,4 @@
 """The silver transform: coercion, rules, quarantine with reasons, dedup; every row accounted for."""
-import datetime as dt
 
 import pyarrow as pa
 import pytest

@@ -55,6 +55,7 @@ def test_gold_order_and_cycles():
 # ---------------------------------------------------------------------- SQL under a budget
 def test_row_limit_caps_the_outermost_result_whatever_its_shape():
     import pyarrow as pa
+
     from eai_ray.processing.sql import run_select, validate_select
 
     schema = {"silver.t": {"a": "BIGINT"}}
@@ -67,6 +68,7 @@ def test_row_limit_caps_the_outermost_result_whatever_its_shape():
 
 def test_a_query_over_its_budget_is_stopped_with_the_reason():
     import pyarrow as pa
+
     from eai_ray.processing.sql import SqlBudget, run_select, validate_select
 
     schema, data = {"silver.t": {"a": "BIGINT"}}, {"silver.t": pa.table({"a": list(range(3000))})}
@@ -91,6 +93,7 @@ def test_parser_failures_are_refusals_not_crashes():
 
 def test_rule_and_semantic_expressions_cannot_read_files():
     import pyarrow as pa
+
     from eai_ray.processing.sql import evaluate_over
 
     with pytest.raises(SqlValidationError):
