@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-unit bench clean
+.PHONY: install demo test test-unit lint bench clean
 
 $(BIN)/eai: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,11 @@ install: $(BIN)/eai
 demo: install
 	$(BIN)/eai demo
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
