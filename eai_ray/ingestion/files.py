@@ -60,7 +60,7 @@ import lzma
 import posixpath
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,7 +271,7 @@ class FileConnector:
         # the checkpoint rides on the last batch: the file counts as read only once all of it is committed
         yield Batch(pending if pending is not None else pa.table({}), {"files": {f.rel: self._state(f)}})
 
-    def _open(self, res: FileResource, f: _File, batch_rows: int) -> tuple[FileSniff, Iterator[pa.Table]]:
+    def _open(self, res: FileResource, f: _File, batch_rows: int) -> tuple[FileSniff, Generator[pa.Table, None, None]]:
         """Sniff one file and return how it is read plus its tables (lazily, in batches)."""
         by_name = Guess(res.format, 1.0) if res.format != "auto" else format_from_name(f.rel)
         plain = strip_compression_suffix(f.rel) == f.rel
@@ -291,7 +291,8 @@ class FileConnector:
             info = FileSniff(format=by_name or Guess(None, 0.0, "unreadable"), compression=compression,
                              notes=[f"cannot decompress ({compression.value}): {exc}"])
             log.warning("%s: %s", f.rel, info.notes[0])
-            return info, iter([_file_error(f.rel, f"file: cannot decompress {compression.value}: {exc}")])
+            # a generator, as on every other path: discover() closes what it opened
+            return info, (t for t in [_file_error(f.rel, f"file: cannot decompress {compression.value}: {exc}")])
         info = sniff_file(data, name=f.rel, format=res.format, encoding=res.encoding, delimiter=res.delimiter,
                           quotechar=res.quotechar, header=res.header)
         info.compression = compression
@@ -310,7 +311,7 @@ class FileConnector:
             table = parse_json(data, rel=f.rel, encoding=info.encoding.value, lines=fmt == "jsonl")
         return info, (table.slice(start, batch_rows) for start in range(0, max(table.num_rows, 1), batch_rows))
 
-    def _read_parquet(self, f: _File, batch_rows: int, *, data: bytes | None = None) -> Iterator[pa.Table]:
+    def _read_parquet(self, f: _File, batch_rows: int, *, data: bytes | None = None) -> Generator[pa.Table, None, None]:
         import pyarrow.parquet as pq
 
         fs, _ = self._filesystem()
