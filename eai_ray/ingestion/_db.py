@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -374,6 +375,15 @@ class CatalogDiscovery(TableResources):
     Subclasses provide ``_cursor(resource)``, ``_discover_table(cur, table)`` and
     ``_discover_query(cur, table)``.
     """
+
+    def _cursor(self, resource: str | None = None) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _discover_table(self, cur: Any, table: DbTable) -> DiscoveredSchema:
+        raise NotImplementedError
+
+    def _discover_query(self, cur: Any, table: DbTable) -> DiscoveredSchema:
+        raise NotImplementedError
 
     def discover(self, resource: str):
         """Columns, types, nullability and primary key of one table or query."""

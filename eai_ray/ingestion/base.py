@@ -54,7 +54,7 @@ class DiscoveredSchema:
         return pa.schema([pa.field(c.name, c.type, c.nullable) for c in self.columns])
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"resource": self.resource, "primary_key": self.primary_key,
+        out: dict[str, Any] = {"resource": self.resource, "primary_key": self.primary_key,
                "row_estimate": self.row_estimate, "columns": [c.to_dict() for c in self.columns]}
         if self.format_info is not None:
             out["format_info"] = self.format_info

@@ -305,9 +305,13 @@ class FileConnector:
         if fmt == "parquet":
             return info, self._read_parquet(f, batch_rows, data=data)
         if fmt == "csv":
+            # sniff_file fills the CSV fields for a CSV file
+            assert info.delimiter is not None and info.encoding is not None
+            assert info.quotechar is not None and info.header is not None
             table = parse_csv(data, rel=f.rel, delimiter=info.delimiter.value, encoding=info.encoding.value,
                               quotechar=info.quotechar.value, header=info.header.value, columns=info.columns)
         else:
+            assert info.encoding is not None  # sniff_file sniffs the encoding of every text format
             table = parse_json(data, rel=f.rel, encoding=info.encoding.value, lines=fmt == "jsonl")
         return info, (table.slice(start, batch_rows) for start in range(0, max(table.num_rows, 1), batch_rows))
 
@@ -603,7 +607,8 @@ def _fields(record: str, delimiter: str, quotechar: str | None) -> list[str]:
 
 
 def _header(raw: list[str]) -> list[str]:
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for i, name in enumerate(raw):
         name = name.strip() or f"column_{i + 1}"
         if name in seen:
@@ -670,9 +675,8 @@ def _csv_fast(body, n_records: int, names: list[str], delimiter: str,
 def _csv_slow(lines: list[str], delimiter: str, quotechar: str | None, names: list[str], skip: int):
     """The csv module, line by line: slower, but agrees with itself on odd quoting."""
     csv.field_size_limit(2**31 - 1)
-    quoting = csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL
     reader = csv.reader((line + "\n" for line in lines), delimiter=delimiter, quotechar=quotechar or '"',
-                        quoting=quoting)
+                        quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL)
     first, last, records, rows = [], [], [], []
     prev = 0
     for fields in reader:
@@ -755,7 +759,7 @@ def parse_json(data: bytes, *, rel: str, encoding: str = "utf-8", lines: bool = 
 
 
 def _json_lines(text: DecodedText) -> list[tuple[int, str, Any, str | None]]:
-    rows = []
+    rows: list[tuple[int, str, Any, str | None]] = []
     for i, line in enumerate(text.data.decode("utf-8").split("\n")):
         line = line.removesuffix("\r")  # a CR inside a JSON string is escaped: at the end it is the line end
         if not line.strip():
@@ -792,6 +796,13 @@ def _json_undecodable(text: DecodedText, bad: _BadLine, original: bytes) -> str:
 _WS = re.compile(r"[ \t\r\n]*")
 
 
+def _skip_ws(s: str, i: int) -> int:
+    """The position after the JSON whitespace at ``i`` (``_WS`` matches anywhere, if only the empty string)."""
+    m = _WS.match(s, i)
+    assert m is not None
+    return m.end()
+
+
 def _json_document(text: DecodedText) -> list[tuple[int, str, Any, str | None]] | None:
     """Records of one JSON document, each with its original text; None when it is several (JSON lines)."""
     if text.bad and text.encoding != "utf-8":
@@ -801,7 +812,7 @@ def _json_document(text: DecodedText) -> list[tuple[int, str, Any, str | None]] 
     s = text.source.decode("utf-8", errors="surrogateescape") if text.bad else text.data.decode("utf-8")
     offsets = _ByteOffsets(s, text.bom)
     dec = json.JSONDecoder()
-    i = _WS.match(s, 0).end()
+    i = _skip_ws(s, 0)
     if i == len(s):
         return []
     if s[i] != "[":
@@ -810,11 +821,11 @@ def _json_document(text: DecodedText) -> list[tuple[int, str, Any, str | None]] 
         except json.JSONDecodeError as exc:
             return [_json_item(1, s[i:].rstrip(), None, f"malformed JSON: {exc.msg} at line {exc.lineno}",
                                text, offsets, i)]
-        if _WS.match(s, end).end() != len(s):
+        if _skip_ws(s, end) != len(s):
             return None  # several documents one after another: read it as JSON lines
         return [_json_item(1, s[i:end], obj, None, text, offsets, i)]
     rows: list[tuple[int, str, Any, str | None]] = []
-    i = _WS.match(s, i + 1).end()
+    i = _skip_ws(s, i + 1)
     if s.startswith("]", i):
         return rows
     while True:
@@ -826,9 +837,9 @@ def _json_document(text: DecodedText) -> list[tuple[int, str, Any, str | None]] 
                                    "the rest of the document is in _eai_raw", text, offsets, i))
             return rows
         rows.append(_json_item(len(rows) + 1, s[i:end], obj, None, text, offsets, i))
-        j = _WS.match(s, end).end()
+        j = _skip_ws(s, end)
         if s.startswith(",", j):
-            i = _WS.match(s, j + 1).end()
+            i = _skip_ws(s, j + 1)
         elif s.startswith("]", j):
             return rows
         else:
@@ -858,6 +869,7 @@ def _json_item(n: int, raw: str, obj: Any, error: str | None, text: DecodedText,
         return n, raw, obj, error
     original = raw.encode("utf-8", "surrogateescape")
     bad_at = re.search("[\udc80-\udcff]+", raw)
+    assert bad_at is not None  # checked above
     run = raw[bad_at.start():bad_at.end()].encode("utf-8", "surrogateescape")
     offset = offsets.at(at) + len(raw[:bad_at.start()].encode("utf-8", "surrogateescape"))
     return n, _b64(original), None, _json_undecodable(text, _BadLine(0, 0, offset, run), original)

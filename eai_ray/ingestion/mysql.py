@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -223,7 +223,7 @@ class MySQLConnector(CatalogDiscovery):
             where += f" table '{resource}'"
         ctx = dict(source=s.name, resource=resource, host=s.host, error_code=code)
         low = detail.lower()
-        fix = _FIXES.get(code, "")
+        fix = _FIXES.get(code, "") if code is not None else ""
         if code in _AUTH_CODES or (code is None and "access denied" in low):
             return AuthenticationFailed(f"{where}: authentication failed for user '{s.user}': {detail}"
                                         f"{fix or _FIXES[1045]}", **ctx)
@@ -239,6 +239,7 @@ class MySQLConnector(CatalogDiscovery):
     # ------------------------------------------------------------------ discovery
     def _split(self, table: DbTable) -> tuple[str, str]:
         """(database, table) of an entry; ``table: a.b`` means database a unless ``schema`` is set."""
+        assert table.table is not None  # DbTable's validator sets 'table' on every entry without a query
         if table.schema_ is not None:
             return table.schema_, table.table
         db, _, name = table.table.rpartition(".")
@@ -418,7 +419,7 @@ def _key_candidates(rows) -> list[tuple[str, bool, bool, list[str]]]:
     by_index: dict[str, list[tuple[str | None, str]]] = {}
     for index, column, nullable in rows:
         by_index.setdefault(index, []).append((column, nullable))
-    return [(index, index == "PRIMARY", all(n != "YES" for _, n in cols), [c for c, _ in cols])
+    return [(index, index == "PRIMARY", all(n != "YES" for _, n in cols), cast(list[str], [c for c, _ in cols]))
             for index, cols in by_index.items() if all(c is not None for c, _ in cols)]  # no functional parts
 
 

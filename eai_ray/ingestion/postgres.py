@@ -63,7 +63,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -301,6 +301,7 @@ class PostgresConnector(CatalogDiscovery):
                             span=hi - lo + 1, parallelism=parallelism, batch_rows=batch_rows)
         parts = key_ranges(resource, column, lo, hi, n)
         for p in parts:  # every partition reads with the numeric types measured here
+            assert p.predicate is not None  # key_ranges gives every partition a predicate
             p.predicate["decimals"] = plan.decimals
         return parts
 
@@ -383,6 +384,7 @@ class PostgresConnector(CatalogDiscovery):
     # ------------------------------------------------------------------ discovery
     def _names(self, table: DbTable) -> tuple[str, str]:
         """(schema, relation) of a table entry; ``table: a.b`` means schema a unless ``schema`` is set."""
+        assert table.table is not None  # DbTable's validator sets 'table' on every entry without a query
         if table.schema_ is not None:
             return table.schema_, table.table
         if "." in table.table:
@@ -698,7 +700,7 @@ def _decode_hex(cols: list[pa.Array], idx: list[int]) -> list[pa.Array]:
 
     cols = list(cols)
     for i in idx:
-        cols[i] = pl.from_arrow(cols[i]).str.decode("hex").to_arrow().cast(pa.binary())
+        cols[i] = cast(pl.Series, pl.from_arrow(cols[i])).str.decode("hex").to_arrow().cast(pa.binary())
     return cols
 
 
@@ -722,6 +724,7 @@ def _measured_decimal(c: _PgColumn, stats: list[int] | None) -> tuple[pa.DataTyp
         return (pa.decimal128(38, EMPTY_SCALE),
                 f"declared {c.formatted}: {_UNBOUNDED}, no finite value to measure: decimal128(38,{EMPTY_SCALE}){odd}",
                 None)
+    assert digits is not None  # stats hold the integer digits before the scale
     if digits + scale <= 38:
         return (pa.decimal128(38, scale),
                 f"declared {c.formatted}: {_UNBOUNDED}; finite values have at most {digits} integer digits "

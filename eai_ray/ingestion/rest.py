@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -78,7 +78,7 @@ class RestConnector:
 
     def __init__(self, source: RestSource, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, backoff_base: float = HTTP.base,
-                 backoff_max: float = HTTP.max_wait, max_retry_after: float = HTTP.retry_after_cap) -> None:
+                 backoff_max: float = HTTP.max_wait, max_retry_after: float | None = HTTP.retry_after_cap) -> None:
         self.source = source
         self.name = source.name
         self.clock, self.sleep = clock, sleep
@@ -160,13 +160,13 @@ class RestConnector:
         if records:
             yield _to_table(records, positions)
 
-    def _pages(self, res: RestResource, since: Any) -> Iterator[tuple[str, list[Any]]]:
+    def _pages(self, res: RestResource, since: Any) -> Generator[tuple[str, list[Any]], None, None]:
         """(position label, records) per page, following the resource's pagination."""
         p = res.pagination
         params = self._first_params(res)
         if res.incremental is not None and res.incremental.param and since is not None:
             params[res.incremental.param] = since
-        url: str | None = self._url(res.path)
+        url = self._url(res.path)
         page, offset, seen, seen_cursors = p.start_page, 0, 0, set()
         for n in range(1, (p.max_pages or 10**9) + 1):
             body, links = self._get(url, params, res.name)

@@ -503,10 +503,9 @@ _COMMA_DECIMAL = re.compile(r"^\s*[+-]?\d{1,3}(\.?\d{3})*,\d+\s*$")
 def split_records(text: str, delimiter: str, quotechar: str | None) -> list[list[str]]:
     """Records of a CSV sample (blank lines skipped) parsed by the csv module."""
     csv.field_size_limit(2**31 - 1)
-    quoting = csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL
     # StringIO(newline="") ends lines only at CR/LF, as CSV does (str.splitlines would also split at U+2028)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar or '"',
-                        quoting=quoting, strict=False)
+                        quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL, strict=False)
     rows = []
     try:
         for row in reader:

@@ -101,11 +101,11 @@ class SQLiteConnector(TableResources):
             if why == "date/time":
                 info = self._infer_temporal(table, info)
             cols.append(info)
-        pk = list(table.primary_key) or self._key(table, columns)
+        key = list(table.primary_key) or self._key(table, columns)
         for c in cols:
-            c.primary_key = c.name in pk
+            c.primary_key = c.name in key
         estimate = self._execute(f"SELECT count(*) FROM {self._relation(table)}")[0][0]
-        return DiscoveredSchema(table.name, cols, pk, estimate)
+        return DiscoveredSchema(table.name, cols, key, estimate)
 
     def read(self, resource: str, *, checkpoint: dict[str, Any] | None = None,
              partition: Partition | None = None, batch_rows: int = 250_000) -> Iterator[Batch]:
@@ -161,13 +161,17 @@ class SQLiteConnector(TableResources):
         return SourceError(msg, source=self.name, resource=resource)
 
     def _relation(self, table: DbTable) -> str:
-        return f"({table.query.strip().rstrip(';')}) AS _eai_q" if table.query else q(table.table)
+        if table.query:
+            return f"({table.query.strip().rstrip(';')}) AS _eai_q"
+        assert table.table is not None  # DbTable's validator sets 'table' on every entry without a query
+        return q(table.table)
 
     def _columns(self, table: DbTable) -> list[tuple[str, str, bool, int]]:
         """(name, declared type, not null, pk position) per column; SourceNotFound for a missing table."""
         if table.query:
             cur = self._connect().execute(f"SELECT * FROM {self._relation(table)} LIMIT 0")
             return [(d[0], "", False, 0) for d in cur.description]
+        assert table.table is not None  # DbTable's validator sets 'table' on every entry without a query
         rows = self._execute(f"PRAGMA table_info({q(table.table)})", resource=table.name)
         if not rows:
             raise SourceNotFound(f"sqlite source '{self.name}': table {table.table} does not exist",
@@ -178,6 +182,7 @@ class SQLiteConnector(TableResources):
         """The primary key (in key order), else a unique index over NOT NULL columns; [] for queries and views."""
         if table.query:
             return []
+        assert table.table is not None  # DbTable's validator sets 'table' on every entry without a query
         pk = [name for name, _, _, pos in sorted(columns, key=lambda c: c[3]) if pos > 0]
         if pk:
             return pk
@@ -218,8 +223,8 @@ class SQLiteConnector(TableResources):
             if str(typ) == "string":
                 out[name] = 1.0  # anything can be read as text
                 continue
-            bad, total = row[2 * i] or 0, row[2 * i + 1] or 0
-            out[name] = 1.0 if total == 0 else (total - bad) / total
+            n_bad, total = row[2 * i] or 0, row[2 * i + 1] or 0
+            out[name] = 1.0 if total == 0 else (total - n_bad) / total
         return out
 
     def _infer_temporal(self, table: DbTable, info: ColumnInfo) -> ColumnInfo:
@@ -290,7 +295,8 @@ def _undecodable(cols: list[tuple], text: list[int], schema: pa.Schema):
     if not bad_rows:
         return None
     n = len(cols[0])
-    raw, errors = [None] * n, [None] * n
+    raw: list[str | None] = [None] * n
+    errors: list[str | None] = [None] * n
     for r, found in bad_rows.items():
         raw[r] = json.dumps(found, ensure_ascii=False)
         errors[r] = "; ".join(f"type:{c}: value is not valid UTF-8 text (its bytes are kept base64 in _eai_raw)"

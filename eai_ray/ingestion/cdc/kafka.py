@@ -192,7 +192,7 @@ class KafkaPublisher:
         self._restart = threading.Event()
         self._broker_suspect = False  # restarted after a Kafka failure: resume from the consumer's position
         self._commit_conns: frozenset | None = None  # the producer's connections at its last commit
-        self._producer = None
+        self._producer: Any = None  # a KafkaProducer (untyped) or what producer_factory makes
 
     def topics(self) -> list[str]:
         return [control_topic(self.prefix, self.source_name)] + \
@@ -305,6 +305,7 @@ class KafkaPublisher:
     def check_stall(self) -> dict[str, Any] | None:
         """One watchdog step: ask the source for its head; on a new stall report it and restart."""
         try:
+            assert self.source_head is not None  # the watchdog runs only for a publisher with a source_head
             got = self.source_head()
         except Exception as exc:  # noqa: BLE001 - the source is down: not a stall of ours
             log.debug("CDC publisher %s: source head unavailable: %s", self.source_name, exc)
@@ -382,7 +383,7 @@ class KafkaPublisher:
                             "control_end": tail.get("end"), "control_hw": tail.get("hw"),
                             "control_last_offset": tail.get("offset"), "consumer": held}
         if trace_enabled():
-            head = None
+            head: tuple[int, str] | str | None = None
             if self.source_head is not None:
                 try:
                     head = self.source_head()
@@ -423,7 +424,8 @@ class KafkaPublisher:
                     self.stall.heartbeat(pos)  # idle and caught up: the source is here
                 if self.durable_commit is None or (self._durable_now() or 0) >= self._published_commit:
                     self.source.ack(item.resume)  # idle, and all that was published is durable
-            if txs and (n >= self.batch_events or time.monotonic() - started >= self.batch_seconds):
+            if txs and (n >= self.batch_events
+                        or (started is not None and time.monotonic() - started >= self.batch_seconds)):
                 self.publish(txs)
                 txs, n, started = [], 0, None
         if txs:
@@ -486,6 +488,7 @@ class KafkaPublisher:
         """The consumer's committed source commit (read from Iceberg at most every `every_s`)."""
         at, value = self._durable
         if time.monotonic() - at >= every_s:
+            assert self.durable_commit is not None  # asked only of a publisher with a durable_commit
             value = self.durable_commit()
             self._durable = (time.monotonic(), value)
         return value
@@ -984,6 +987,7 @@ class _GroupOffsets:
                 if self._closed:
                     break
                 offsets, self._latest = self._latest, None
+                assert offsets is not None  # woken with offsets to commit (the loop above)
             try:
                 self._open().commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
                                     timeout_ms=self.timeout_ms)

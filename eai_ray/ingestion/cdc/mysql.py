@@ -30,7 +30,7 @@ import pymysql
 from eai_ray.config import CdcConfig, MySQLSource
 from eai_ray.errors import CdcSetupError, SlotLost, SourceUnavailable
 from eai_ray.ingestion._db import first_line, scrub
-from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, SnapshotChunk, TableSpec, TxEnd, end_of, position
+from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Op, SnapshotChunk, TableSpec, TxEnd, end_of, position
 from eai_ray.ingestion.mysql import ident
 
 _GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
@@ -60,7 +60,7 @@ class MySQLCdcSource:
         self.heartbeat = heartbeat
         self._connector = MySQLConnector(source)
         self._specs: list[TableSpec] | None = None
-        self._stream = None
+        self._stream: Any = None  # a BinLogStreamReader (untyped)
         self._password: str | None = None
         self._schema_version = 1
         self.dump_thread_id: int | None = None
@@ -89,6 +89,7 @@ class MySQLCdcSource:
             out = []
             for t in self.source.tables:
                 d = self._connector.discover(t.name)
+                assert t.table is not None  # CDC reads tables; DbTable sets 'table' on every entry without a query
                 db, _, name = t.table.rpartition(".")
                 out.append(TableSpec(t.name, f"{db or self.source.database}.{name}",
                                      list(t.primary_key or d.primary_key), {c.name: c.type for c in d.columns}))
@@ -176,6 +177,9 @@ class MySQLCdcSource:
         gtid, seq, idx, ts = None, 0, 0, None
         conn = None
         reader = self._stream
+        op: Op
+        before: dict[str, str | None] | None
+        after: dict[str, str | None] | None
         try:
             for ev in reader:
                 if self._stream is not reader:  # closed from another thread (a stall's restart)
@@ -231,13 +235,15 @@ class MySQLCdcSource:
                         else:
                             op, before, after = "d", _texts(row["values"]), None
                         src = after if after is not None else before
+                        assert src is not None  # every branch above sets before or after
                         if any(k not in src for k in spec.key):
                             raise KeyError(f"row lacks key columns {spec.key} (binlog_row_metadata=FULL?)")
                     except (KeyError, TypeError, ValueError) as exc:
                         yield BadEvent(f"undecodable binlog row: {exc}", str(row)[:2000], pos, qual)
                         continue
                     key = {k: src.get(k) for k in spec.key}
-                    if op == "u" and any(before.get(k) != after.get(k) for k in spec.key):
+                    if (op == "u" and before is not None and after is not None
+                            and any(before.get(k) != after.get(k) for k in spec.key)):
                         yield ChangeEvent(spec.name, "d", pos, seq, gtid or "", ts,
                                           {k: before.get(k) for k in spec.key}, before, None,
                                           schema_version=self._schema_version)

@@ -148,7 +148,8 @@ class PgOutputDecoder:
         n = r.take("!H")
         if n > len(rel.columns):
             raise ValueError(f"tuple has {n} columns, relation {rel.qualified} has {len(rel.columns)}")
-        vals, unchanged = {}, []
+        vals: dict[str, str | None] = {}
+        unchanged: list[str] = []
         for i in range(n):
             k = chr(r.take("!B"))
             col = rel.columns[i]
@@ -171,19 +172,23 @@ class PgOutputDecoder:
         return [c for c, k in zip(rel.columns, rel.key_flags) if k]
 
     def _next_pos(self) -> str:
-        self._tx.index += 1
-        return position(self._tx.final_lsn, self._tx.index)
+        tx = self._tx
+        assert tx is not None  # changes are decoded inside a transaction only (_decode checks)
+        tx.index += 1
+        return position(tx.final_lsn, tx.index)
 
     def _event(self, rel: Relation, op, before, after, unchanged=()) -> ChangeEvent | BadEvent:
         pos = self._next_pos()
+        tx = self._tx
+        assert tx is not None  # as in _next_pos
         resource = self.tables.get(rel.qualified)
         if resource is None:
             return BadEvent(reason=f"change for unknown table {rel.qualified} (not in the pipeline)",
                             raw=str(after or before), position=pos, table=rel.qualified)
         src = after if after is not None else before or {}
         key = {c: src.get(c) for c in self._key_cols(resource, rel)}
-        return ChangeEvent(table=resource, op=op, position=pos, commit=self._tx.final_lsn,
-                           tx_id=str(self._tx.xid), commit_time=self._tx.commit_time, key=key,
+        return ChangeEvent(table=resource, op=op, position=pos, commit=tx.final_lsn,
+                           tx_id=str(tx.xid), commit_time=tx.commit_time, key=key,
                            before=before, after=after, unchanged=unchanged, schema_version=rel.version)
 
     def _change(self, kind: str, r: _Reader) -> list:

@@ -63,8 +63,8 @@ class PostgresCdcSource:
         self.idle_seconds = idle_seconds
         self._connector = PostgresConnector(source)
         self._specs: list[TableSpec] | None = None
-        self._repl = None
-        self._cur = None
+        self._repl: Any = None  # psycopg2 connections are untyped
+        self._cur: Any = None
         self._password: str | None = None
         self.walsender_pid: int | None = None
 
@@ -96,13 +96,17 @@ class PostgresCdcSource:
 
     # ------------------------------------------------------------------ setup
     def _qualified(self, table: str) -> tuple[str, str]:
-        return tuple(table.split(".", 1)) if "." in table else (self.source.schema_, table)
+        if "." in table:
+            schema, name = table.split(".", 1)
+            return schema, name
+        return self.source.schema_, table
 
     def tables(self) -> list[TableSpec]:
         if self._specs is None:
             specs = []
             for t in self.source.tables:
                 d = self._connector.discover(t.name)
+                assert t.table is not None  # CDC reads tables; DbTable sets 'table' on every entry without a query
                 schema, name = self._qualified(t.table)
                 specs.append(TableSpec(t.name, f"{schema}.{name}", list(t.primary_key or d.primary_key),
                                        {c.name: c.type for c in d.columns}))
