@@ -16,10 +16,11 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from eai_ray.errors import ConfigError, SecretError
 
@@ -392,7 +393,7 @@ class SQLiteSource(Model):
 DbSource = PostgresSource | MySQLSource | SQLiteSource
 
 
-def has_wildcard(source: Any) -> bool:
+def has_wildcard(source: Any) -> TypeGuard[DbSource]:
     """True when a database source lists ``"*"``: its resources are known only after ``expand_tables``."""
     return any(getattr(t, "is_wildcard", False) for t in getattr(source, "tables", None) or [])
 
@@ -430,6 +431,7 @@ def expand_tables(source: DbSource, names: list[str]) -> DbSource:
 
 def _unqualified(table: DbTable, home: str | None) -> str:
     """The bare table name of an explicit entry that lives in the source's own schema."""
+    assert table.table is not None  # callers pass entries with a table
     if table.schema_ is not None or "." not in table.table:
         return table.table if table.schema_ in (None, home) else ""
     schema, _, name = table.table.rpartition(".")
@@ -784,7 +786,9 @@ def _refuse_literal_secrets(data: dict, file: str) -> None:
         for j, res in enumerate(src.get("resources") or []):
             if isinstance(res, dict):
                 named(res.get("params"), f"sources[{i}].resources[{j}].params")
-    catalog = data.get("catalog") if isinstance(data.get("catalog"), dict) else {}
+    catalog = data.get("catalog")
+    if not isinstance(catalog, dict):
+        catalog = {}
     uri(catalog.get("uri"), "catalog.uri")
     uri(catalog.get("warehouse"), "catalog.warehouse")
     named(catalog.get("properties"), "catalog.properties")
@@ -794,7 +798,7 @@ def _refuse_literal_secrets(data: dict, file: str) -> None:
 MAX_PROBLEMS_SHOWN = 10
 
 
-def _problem(err: dict) -> tuple[str, str]:
+def _problem(err: ErrorDetails) -> tuple[str, str]:
     """(field path, message) for one pydantic error, with a suggestion for a misspelled key."""
     msg = err["msg"].removeprefix("Value error, ")
     loc = err["loc"]
@@ -870,7 +874,7 @@ def _refuse_state_in_job_copy(cfg: PipelineConfig, file: str) -> None:
     invisible from the user's shell and lost when the cluster stops."""
     if not cfg.source_file or not _JOB_COPY.search(cfg.source_file):
         return
-    places = [("state_dir", cfg.state_dir, None)]
+    places: list[tuple[str, str, str | None]] = [("state_dir", cfg.state_dir, None)]
     if cfg.catalog.uri:
         places.append(("catalog.uri", cfg.catalog.uri, _local_path(cfg.catalog.uri)))
     if cfg.catalog.warehouse:

@@ -171,6 +171,7 @@ class CdcConsumer:
             self._ack()
 
     def _read(self, stop: threading.Event, resume: str | None) -> None:
+        assert self._writer is not None  # _consume starts the writer before it reads
         last_commit = None
         versions, open_, n = self._versions, self._open, 0
         for item in self.source.stream(resume):
@@ -217,6 +218,7 @@ class CdcConsumer:
 
     def _ack(self) -> None:
         """Acknowledge what the writer committed (on the reader's thread: the stream is not thread-safe)."""
+        assert self._writer is not None  # _consume starts the writer before it reads
         done = self._writer.committed
         if done is not None and done != self._acked:
             self.source.ack(done)
@@ -229,6 +231,7 @@ class CdcConsumer:
             if self._pending:
                 self.flush(wait=True)
             else:
+                assert self._writer is not None  # _consume starts the writer before it reads
                 self._writer.wait()
             refresh = getattr(self.source, "refresh", None)
             if refresh:
@@ -240,6 +243,7 @@ class CdcConsumer:
         tx = self._last_tx
         if tx is None:
             return
+        assert self._writer is not None  # _consume starts the writer before it reads
         batch = (self._pending, self._bad, tx)
         self._pending, self._bad, self._last_tx = [], [], None
         self._oldest = self.clock() if self._open else None
@@ -256,7 +260,8 @@ class CdcConsumer:
         end = end_of(tx.commit)
         stats = self.sink.write(events, bad=bad, end=end, resume=tx.resume)
         now_wall = self.wall()
-        last, ms = None, 0.0
+        last = None
+        ms: float | None = 0.0
         lat = self._latency
         for e in events:  # one datetime per transaction: compute each once
             ct = e.commit_time
@@ -379,6 +384,7 @@ def build_consumer(cfg, source_name: str, *, catalog=None) -> CdcConsumer:
     reader = build_source(cfg, source)
     if cdc.transport == "kafka":  # a consumer-group reader of the topics the publisher fills
         from eai_ray.ingestion.cdc.kafka import KafkaCdcSource
+        assert cdc.kafka_bootstrap is not None  # CdcConfig requires it for transport 'kafka'
         reader = KafkaCdcSource(reader, bootstrap=cdc.kafka_bootstrap, topic_prefix=cdc.topic_prefix,
                                 partitions=cdc.kafka_partitions,
                                 source_name=source_name, pipeline=cfg.name)
@@ -409,6 +415,7 @@ def build_publisher(cfg, source_name: str):
     if cdc.transport != "kafka":
         raise CdcSetupError(f"source '{source_name}' does not use the Kafka transport",
                             source=source_name, expected="cdc.transport: kafka")
+    assert cdc.kafka_bootstrap is not None  # CdcConfig requires it for transport 'kafka'
     reader = build_source(cfg, source)
 
     sinks: list = []

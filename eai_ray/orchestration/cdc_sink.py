@@ -24,11 +24,11 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 import pyarrow as pa
@@ -211,7 +211,7 @@ class CdcSink:
         return stats
 
     # ------------------------------------------------------------------ stream batches
-    def write(self, events: list[ChangeEvent], *, bad: list[BadEvent] = (), end: str,
+    def write(self, events: list[ChangeEvent], *, bad: Sequence[BadEvent] = (), end: str,
               resume: str | None) -> WriteStats:
         """Commit one micro-batch (whole transactions) covering every event up to position `end`."""
         stats = WriteStats(events=len(events))
@@ -359,7 +359,7 @@ class CdcSink:
         stats.quarantined += quarantine.num_rows
         if not parts:
             return
-        changes = pl.concat([pl.from_arrow(p) for p in parts], how="diagonal_relaxed").to_arrow()
+        changes = pl.concat([cast(pl.DataFrame, pl.from_arrow(p)) for p in parts], how="diagonal_relaxed").to_arrow()
         if self.scd2:
             hwm = self.watermark(self.history(t))
             hist = changes.filter(pc.greater(changes.column(POSITION), pa.scalar(hwm)))
@@ -402,7 +402,7 @@ class CdcSink:
         current: dict[tuple, dict] = {}
         silver = self.silver(t)
         if need and tables.exists(self.catalog, silver):
-            df = pl.from_arrow(tables.read(tables.load(self.catalog, silver)))
+            df = cast(pl.DataFrame, pl.from_arrow(tables.read(tables.load(self.catalog, silver))))
             if df.height:
                 for r in df.to_dicts():
                     k = tuple(r[c] for c in keys)
@@ -433,7 +433,7 @@ class CdcSink:
         tables.overwrite(self.catalog, silver, cur, run_id=self.run_id, properties=props)
         self._committed(silver, props[POS_PROP])
         if self.scd2 and tables.exists(self.catalog, self.history(t)):
-            h = pl.from_arrow(tables.read(tables.load(self.catalog, self.history(t))))
+            h = cast(pl.DataFrame, pl.from_arrow(tables.read(tables.load(self.catalog, self.history(t)))))
             valid_to = pl.when(pl.col("_eai_current")).then(pl.lit(e.commit_time)).otherwise(pl.col("_eai_valid_to"))
             h = h.with_columns(valid_to.alias("_eai_valid_to"), pl.lit(False).alias("_eai_current"))
             tables.overwrite(self.catalog, self.history(t), h.to_arrow(), run_id=self.run_id, properties=props)
@@ -452,13 +452,13 @@ class CdcSink:
         keys = self.keys(t)
         name = self.history(t)
         when = {e.position: e.commit_time for e in evs}
-        ch = pl.from_arrow(changes)
+        ch = cast(pl.DataFrame, pl.from_arrow(changes))
         ch = ch.with_columns((pl.col(DELETED).fill_null(False) if DELETED in ch.columns else pl.lit(False)).alias(DELETED))
         ch = ch.with_columns(pl.col(POSITION).replace_strict(when, default=None, return_dtype=pl.Datetime("us", "UTC"))
                              .alias("_eai_valid_from"))
         prev = pl.DataFrame()
         if tables.exists(self.catalog, name):
-            h = pl.from_arrow(tables.read(tables.load(self.catalog, name)))
+            h = cast(pl.DataFrame, pl.from_arrow(tables.read(tables.load(self.catalog, name))))
             if h.height:
                 prev = h.filter(pl.col("_eai_current")).join(ch.select(keys).unique(), on=keys, how="semi")
                 prev = prev.drop(["_eai_valid_to", "_eai_current"]).with_columns(pl.lit(False).alias(DELETED))

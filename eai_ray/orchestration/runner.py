@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -334,8 +334,10 @@ class PipelineRunner:
             self.progress.log(f"[red]{rep.source}: {type(exc).__name__}: {exc}")
             return None
         except Exception as exc:  # noqa: BLE001 - unknown errors stop this table, recorded for diagnosis
-            if _is_ray_task_error(exc) and isinstance(getattr(exc, "cause", None), EaiError):
-                exc = exc.cause
+            if _is_ray_task_error(exc):
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, EaiError):
+                    exc = cause
             rep.status = "failed"
             stage = getattr(fn, "__name__", "step").strip("_")
             rep.error = exc.to_dict() if isinstance(exc, EaiError) else {
@@ -474,8 +476,8 @@ class PipelineRunner:
         seen = tbl.scan(selected_fields=(*key, ROW_HASH, LOAD_ID)).to_arrow()
         if seen.num_rows == 0:
             return data
-        latest = latest_per_key(pl.from_arrow(seen).sort(LOAD_ID), key, None).select([*key, ROW_HASH])
-        new = pl.from_arrow(data.select([*key, ROW_HASH])).with_row_index("__eai_i")
+        latest = latest_per_key(cast(pl.DataFrame, pl.from_arrow(seen)).sort(LOAD_ID), key, None).select([*key, ROW_HASH])
+        new = cast(pl.DataFrame, pl.from_arrow(data.select([*key, ROW_HASH]))).with_row_index("__eai_i")
         try:
             landed = new.join(latest, on=[*key, ROW_HASH], how="semi", nulls_equal=True)
         except pl.exceptions.PolarsError:  # key types changed since: compare nothing, land all
@@ -501,7 +503,8 @@ class PipelineRunner:
             return
         mode = rep.mode or silver_mode(spec, full=False)
         # a replacing table takes the latest full read only; older unconsumed reads are superseded
-        row_filter = EqualTo(LOAD_ID, last_load) if mode == "replace" else GreaterThan(LOAD_ID, consumed)
+        # pyiceberg's predicates are pydantic models: mypy sees their field-made __init__, not (term, literal)
+        row_filter = EqualTo(LOAD_ID, last_load) if mode == "replace" else GreaterThan(LOAD_ID, consumed)  # type: ignore[call-arg, arg-type]
         bronze_rows = btbl.scan(row_filter=row_filter).to_arrow()
         rep.silver_in = bronze_rows.num_rows
         source_types = {c.name: c.type for c in discovered.columns} if discovered else {
@@ -521,7 +524,7 @@ class PipelineRunner:
         if len(results) > 1 and spec.primary_key and good.num_rows:
             import polars as pl
             before = good.num_rows
-            good = latest_per_key(pl.from_arrow(good), spec.primary_key, spec.sequence_by).to_arrow()
+            good = latest_per_key(cast(pl.DataFrame, pl.from_arrow(good)), spec.primary_key, spec.sequence_by).to_arrow()
             duplicates += before - good.num_rows
         if spec.enrich and good.num_rows:
             good = self._enrich(rep, spec, good)
@@ -561,8 +564,8 @@ class PipelineRunner:
             rep.inserted, rep.updated, rep.stale = stats.inserted, stats.updated, stats.stale
             rep.unchanged = stats.unchanged
         elif mode == "replace":
-            stats = T.replace(self.catalog, silver, good, run_id=self.run_id, properties=props)
-            rep.inserted, rep.deleted, rep.unchanged = stats.inserted, stats.deleted, stats.unchanged
+            replaced = T.replace(self.catalog, silver, good, run_id=self.run_id, properties=props)
+            rep.inserted, rep.deleted, rep.unchanged = replaced.inserted, replaced.deleted, replaced.unchanged
         else:
             T.append(self.catalog, silver, good, run_id=self.run_id, properties=props)
             rep.inserted = good.num_rows
@@ -628,7 +631,7 @@ class PipelineRunner:
 
     # ------------------------------------------------------------------ gold
     def _gold(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.cfg.gold:
             return out
         order = gold_order(self.cfg.gold)
@@ -704,10 +707,10 @@ def _not_yet_quarantined(qtbl, rows: pa.Table) -> pa.Table:
     cols = ["_eai_source", "_eai_rule", "_eai_record"]
     if qtbl.current_snapshot() is None:
         return rows
-    held = pl.from_arrow(qtbl.scan(selected_fields=tuple(cols)).to_arrow())
+    held = cast(pl.DataFrame, pl.from_arrow(qtbl.scan(selected_fields=tuple(cols)).to_arrow()))
     if held.height == 0:
         return rows
-    new = pl.from_arrow(rows.select(cols)).with_row_index("__eai_i")
+    new = cast(pl.DataFrame, pl.from_arrow(rows.select(cols))).with_row_index("__eai_i")
     dup = new.join(held.unique(), on=cols, how="semi", nulls_equal=True).get_column("__eai_i").to_numpy()
     if len(dup) == 0:
         return rows
@@ -737,7 +740,8 @@ def _order_by_references(jobs: list) -> list:
     def deps(spec):
         return {r.references.rsplit(".", 1)[0].split(".")[-1] for r in spec.rules if r.references} & names
 
-    done, ordered, pending = set(), [], list(jobs)
+    done: set[str] = set()
+    ordered, pending = [], list(jobs)
     while pending:
         ready = [j for j in pending if deps(j[1]) <= done] or pending[:1]
         for j in ready:
