@@ -242,7 +242,8 @@ def parse_entities(answer: str, text: str, *, max_share: float = 0.6) -> list[st
     An item longer than ``max_share`` of the text is the model echoing the input, not an entity.
     """
     items = re.split(r"[,;\n]", answer)
-    out, low = [], text.lower()
+    out: list[str] = []
+    low = text.lower()
     for it in items:
         it = it.strip().strip("-*•.\"' ").strip()
         if not it or it.lower() in ("none", "n/a", "null") or len(it) > max_share * len(text):
@@ -392,6 +393,7 @@ def enrich_table(table: pa.Table, specs: Sequence[EnrichSpec], client: EnrichCli
                 for i, a in zip(idx, answers):
                     values[i] = parse_label(a, list(lt)) if a is not None else None
             elif texts:
+                assert spec.labels is not None  # EnrichSpec's validator requires labels for classify
                 labels, scores = classify_by_embedding(texts, spec.labels, client.embed)
                 for i, lab, s in zip(idx, labels, scores):
                     values[i], conf[i] = lab, s
@@ -405,6 +407,7 @@ def enrich_table(table: pa.Table, specs: Sequence[EnrichSpec], client: EnrichCli
             answers = _llm_answers(client, [_summary_prompt(t) for t in texts], spec, stats)
             for i, a in zip(idx, answers):
                 values[i] = clean_summary(a) if a is not None else None
+        assert spec.output is not None  # EnrichSpec's validator sets it
         table = _set_column(table, spec.output, pa.array(values, type=pa.string()))
         if conf is not None:
             table = _set_column(table, f"{spec.output}_confidence", pa.array(conf, type=pa.float64()))
@@ -419,8 +422,9 @@ def _set_column(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:
 
 def output_columns(specs: Sequence[EnrichSpec]) -> list[tuple[str, str]]:
     """(input column, output column) pairs, for lineage."""
-    out = []
+    out: list[tuple[str, str]] = []
     for s in specs:
+        assert s.output is not None  # EnrichSpec's validator sets it
         out.append((s.column, s.output))
         if s.task == "classify":
             out.append((s.column, f"{s.output}_confidence"))

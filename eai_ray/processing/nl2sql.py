@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from eai_ray.errors import SqlValidationError, UserError
 from eai_ray.processing.sql import column_lineage, evaluate_over, run_select, validate_select
-from eai_ray.storage.semantic import DimRef, Filter, SemanticModel
+from eai_ray.storage.semantic import Agg, DimRef, Filter, FilterOp, SemanticModel
 
 # ---------------------------------------------------------------------- safety
 _WRITE = re.compile(r"\b(delete|drop|truncate|update|insert|alter|create|grant|revoke|merge|upsert|replace|"
@@ -133,7 +133,7 @@ _MONTHS.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
 _ORD = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
 _PASSIVE = {"made", "sold", "bought", "taken", "done", "given", "paid", "sent", "held", "owned", "run", "won", "written",
             "brought", "spent", "built", "kept", "put", "seen"}
-_AGG_WORDS = [(r"(?:number|count) of (?:distinct|different|unique)|how many (?:distinct|different|unique)|"
+_AGG_WORDS: list[tuple[str, Agg]] = [(r"(?:number|count) of (?:distinct|different|unique)|how many (?:distinct|different|unique)|"
                r"(?:distinct|unique) (?:number|count) of", "count_distinct"),
               (r"earliest|oldest|minimum|min|smallest|lowest", "min"),
               (r"latest|newest|most recent|maximum|max|largest|biggest|highest", "max"),
@@ -165,7 +165,7 @@ class Plan:
     limit: int | None = None
     scores: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    aggregates: list[tuple[str, str, str]] = field(default_factory=list)  # ad-hoc (metric, 'entity.dim', agg)
+    aggregates: list[tuple[str, str, Agg]] = field(default_factory=list)  # ad-hoc (metric, 'entity.dim', agg)
     unexplained: list[str] = field(default_factory=list)  # content words no part of the plan accounts for
     model: SemanticModel | None = None  # the model with those ad-hoc metrics, when there are any
 
@@ -224,7 +224,7 @@ class Linker:
             best[name] = max(best.get(name, -1.0), s)
         if not best:
             return None, 0.0
-        name = max(best, key=best.get)
+        name = max(best, key=best.__getitem__)
         return name, best[name]
 
 
@@ -245,6 +245,12 @@ def _spans(words: list[str], n_max: int = 4) -> list[tuple[int, int, str]]:
 
 def parse_question(question: str, model: SemanticModel, linker: Linker, *, today: dt.date | None = None) -> Plan:
     """Link a question to metrics, dimensions, filters, a time range, ordering and a limit."""
+    # names the steps below reuse, each for its own purpose
+    m: re.Match[str] | None
+    ref: str | None
+    name: str | None
+    ph: str | None
+    op: FilterOp
     today = today or dt.date.today()
     plan = Plan()
     q = question.strip()
@@ -315,6 +321,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         b, sb = linker.best(m.group(3), "dim", allowed=time_refs)
         base = _many_side(model, a, b) if a and b and a != b and min(sa, sb) >= 0.6 else None
         if base:
+            assert a is not None and b is not None  # base is set only when both are
             agg = next(x for pat, x in _AGG_WORDS if re.fullmatch(pat, m.group(1)))
             ea, da, _ = model._dim(a)
             eb, db, _ = model._dim(b)
@@ -327,7 +334,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
             consumed = consumed[:m.start()] + " " * (m.end() - m.start()) + consumed[m.end():]
 
     # -- numeric comparisons
-    comps = []
+    comps: list[tuple[str, str, FilterOp, float]] = []
     for m in re.finditer(r"((?:[a-z_]+\s){0,4}?)(more than|greater than|higher than|larger than|bigger than|over|above|"
                          r"at least|exceeding|less than|fewer than|lower than|smaller than|below|under|at most)\s+\$?"
                          r"(\d[\d,]*(?:\.\d+)?(?:\s*%|\s+percent\b)?)\s*((?:[a-z_]+\s?){0,3})", consumed):
@@ -371,17 +378,17 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     # -- "size 15", "of size 15": equality on a numeric dimension (checked strictly when linked)
     for m in re.finditer(r"\b([a-z_]+(?:\s[a-z_]+)?)\s+(?:of\s+|=\s*|equal to\s+|equals\s+)?(\d+(?:\.\d+)?)\b(?!\s*%)",
                          consumed):
-        ph = [w for w in m.group(1).split() if w not in _STOP and w not in _GRAINS]
-        if ph:
+        pw = [w for w in m.group(1).split() if w not in _STOP and w not in _GRAINS]
+        if pw:
             value = float(m.group(2))
-            comps.append((" ".join(ph), "", "=", int(value) if value.is_integer() else value))
+            comps.append((" ".join(pw), "", "=", int(value) if value.is_integer() else value))
             consumed = consumed[:m.start(2)] + " " * (m.end(2) - m.start(2)) + consumed[m.end(2):]
     # -- "type contains BRASS", "name starting with X": pattern filters on a categorical dimension
     cat_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "categorical"}
     for m in re.finditer(r"((?:[a-z_]+\s){1,3}?)(contains?|containing|starting with|starts with|"
                          r"beginning with|begins with|ending with|ends with)\s+['\"]?([a-z0-9#\-]+)['\"]?", consumed):
-        ph = [w for w in m.group(1).split() if w not in _STOP and w not in ("whose", "where", "that", "who")]
-        ref, score = linker.best(" ".join(ph[-2:]), "dim", allowed=cat_dims) if ph else (None, 0.0)
+        pw = [w for w in m.group(1).split() if w not in _STOP and w not in ("whose", "where", "that", "who")]
+        ref, score = linker.best(" ".join(pw[-2:]), "dim", allowed=cat_dims) if pw else (None, 0.0)
         if ref and score >= 0.45:
             v, how = m.group(3), m.group(2)
             pat = f"{v}%" if how.startswith(("start", "begin")) else f"%{v}" if how.startswith("end") else f"%{v}%"
@@ -545,20 +552,21 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
         # "total quantity, total extended price and average discount": each named metric, spans apart
         spans = [met_scores[x][1:] for x in plan.metrics if x in met_scores]
         top_s = max([met_scores[x][0] for x in plan.metrics if x in met_scores] or [0.8])
-        for name, (s, i, j) in ranked:
-            if name in plan.metrics or s < 0.7 or s < top_s - 0.25 or len(plan.metrics) >= 4:
+        for name, (sn, i, j) in ranked:
+            if name in plan.metrics or sn < 0.7 or sn < top_s - 0.25 or len(plan.metrics) >= 4:
                 continue
             if all(j <= a or i >= b for a, b in spans) and _listed_apart(words, spans, (i, j)):
                 plan.metrics.append(name)
-                plan.scores.append(min(1.0, s))
+                plan.scores.append(min(1.0, sn))
                 spans.append((i, j))
     # numeric comparisons -> WHERE on a numeric dimension or HAVING on a metric
     numeric_dims = {ref for ref, ent, d in model.dimension_refs() if d.type == "numeric"}
     base0 = model.base_entity(plan.metrics[0]) if plan.metrics else None
     near = _near_dims(model, base0) if base0 else None
-    near_ents = {r.split(".")[0] for r in near} | {base0} if near is not None else set()
+    # (near is set only for a base entity)
+    near_ents = {r.split(".")[0] for r in near} | {base0} if near is not None and base0 is not None else set()
     for before, after, op, value in comps:
-        best = (None, 0.0, "")
+        best: tuple[str | None, float, str] = (None, 0.0, "")
         bwords = [w for w in _words(before) if w not in _STOP]
         # the nearest words first: "TRUCK shipments with a quantity over 40" compares the quantity
         for phrase in (after, *(bwords[-1:] if len(bwords) > 1 else []), before):
@@ -592,7 +600,7 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     cols = _listed_columns(consumed, linker, entity_nouns)
     if cols and not plan.aggregates and not any(f.field in model.metrics for f in plan.filters):
         # "list the names and account balances of customers in ...": rows, not a total
-        counts = {m for m in plan.metrics if model._measure(model._simple_leaves(m)[0]).agg in ("count_distinct", "count")}
+        counts = {mt for mt in plan.metrics if model._measure(model._simple_leaves(mt)[0]).agg in ("count_distinct", "count")}
         if set(plan.metrics) <= counts or not metric_span or all(metric_span not in c for c in cols):
             plan.metrics, plan.scores = [], [sc for _, sc in cols]
             dims = [(r, sc) for r, sc in cols] + [d for d in dims if d[0] not in {r for r, _ in cols}
@@ -601,8 +609,8 @@ def parse_question(question: str, model: SemanticModel, linker: Linker, *, today
     base = model.base_entity(plan.metrics[0]) if plan.metrics else None
     td = _time_dimension(consumed, model, base)
     if grains_seen and td:
-        for g in grains_seen:
-            dims.append((f"{td}__{g}", 0.9))
+        for grain in grains_seen:
+            dims.append((f"{td}__{grain}", 0.9))
     if near is not None:
         relinked = []
         for ref, score in dims:
@@ -712,7 +720,7 @@ def _composite(question: str, model: SemanticModel, linker: Linker, today) -> tu
     if not m:  # "For items shipped in 1995, what percentage of revenue came from ...": the clause holds for both
         c = re.match(r"^\s*(.+?),\s*(.*)$", question.strip())
         m = _SHARE.match(c.group(2)) if c else None
-        context = c.group(1) if m else ""
+        context = c.group(1) if m and c else ""
     if m:
         num, p = plan_sql(f"{m.group(2)} {context}".strip())
         if num is None or not any(f.field not in model.metrics for f in p.filters):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -179,6 +180,7 @@ def _rule_mask(rule: Rule, table: pa.Table, references: dict[str, pa.Array]) -> 
     """True where the row violates the rule. Nulls pass every check except not_null."""
     check = rule.check
     if check == "expression":
+        assert rule.expression is not None  # Rule.check names the field that is set
         return _expression_mask(rule.expression, table)
     col = table.column(rule.column).combine_chunks()
     if check == "not_null":
@@ -197,8 +199,10 @@ def _rule_mask(rule: Rule, table: pa.Table, references: dict[str, pa.Array]) -> 
         if rule.max is not None:
             ok = pc.and_(ok, pc.less_equal(num, rule.max))
     elif check == "accepted_values":
+        assert rule.accepted_values is not None  # Rule.check names the field that is set
         ok = pc.is_in(_to_text(col), value_set=pa.array([str(v) for v in rule.accepted_values]))
     elif check == "references":
+        assert rule.references is not None  # Rule.check names the field that is set
         ref = references.get(rule.references)
         if ref is None:
             return pa.array(np.zeros(len(col), dtype=bool))  # referenced table not built yet: checked next run
@@ -274,6 +278,7 @@ def transform(bronze: pa.Table, spec: SilverTable, *, source_types: dict[str, pa
                                      f"{spec.name}; columns: {typed.column_names}")
         mask = pc.fill_null(_rule_mask(rule, typed, references), False)
         nfail = pc.sum(mask).as_py() or 0
+        assert rule.name is not None  # Rule's validator names every rule
         outcomes.append(RuleOutcome(rule.name, rule.check, rule.action, rule.column, nfail, n))
         if not nfail or rule.action == "warn":
             continue
@@ -316,7 +321,7 @@ def transform(bronze: pa.Table, spec: SilverTable, *, source_types: dict[str, pa
     duplicates = 0
     if spec.primary_key and good.num_rows:
         before = good.num_rows
-        good = latest_per_key(pl.from_arrow(good), spec.primary_key, spec.sequence_by).to_arrow()
+        good = latest_per_key(cast(pl.DataFrame, pl.from_arrow(good)), spec.primary_key, spec.sequence_by).to_arrow()
         duplicates = before - good.num_rows
     return SilverResult(good=good, quarantine=quarantine, duplicates=duplicates, rules=outcomes,
                         column_map={name: src for name, (src, _, _) in targets.items()})

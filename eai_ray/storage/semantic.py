@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -108,11 +109,14 @@ class DimRef:
     ref: str
 
 
+FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "like", "between"]
+
+
 @dataclass
 class Filter:
     """A condition on a dimension ('entity.dim') or a metric (applied as HAVING)."""
     field: str
-    op: Literal["=", "!=", "<", "<=", ">", ">=", "in", "like", "between"]
+    op: FilterOp
     value: Any
 
 
@@ -171,7 +175,7 @@ class SemanticModel:
                                       file=self.file, field=f"metrics.{dep}.measure")
 
     # ------------------------------------------------------------------ catalog
-    def with_aggregates(self, aggs: list[tuple[str, str, str]]) -> SemanticModel:
+    def with_aggregates(self, aggs: list[tuple[str, str, Agg]]) -> SemanticModel:
         """A copy with ad-hoc simple metrics, each (metric name, what, agg): `what` is a dimension
         ('entity.dim': "the earliest order date" is MIN over order_date, "how many distinct brands"
         COUNT(DISTINCT) over brand) or 'entity:SQL' over entity-qualified columns of entities that
@@ -210,7 +214,9 @@ class SemanticModel:
         if m.type == "simple":
             return [metric]
         if m.type == "ratio":
+            assert m.numerator is not None and m.denominator is not None  # Metric's validator requires them for this type
             return self._simple_leaves(m.numerator, seen | {metric}) + self._simple_leaves(m.denominator, seen | {metric})
+        assert m.expr is not None  # Metric's validator requires them for this type
         deps = [c.name for c in sqlglot.parse_one(m.expr, read=DIALECT).find_all(exp.Column) if c.name in self.metrics]
         return [x for d in deps for x in self._simple_leaves(d, seen | {metric})]
 
@@ -250,9 +256,9 @@ class SemanticModel:
         return path[::-1]
 
     # ------------------------------------------------------------------ compile
-    def compile(self, *, metrics: list[str] = (), dimensions: list[str] = (), filters: list[Filter] = (),
+    def compile(self, *, metrics: Sequence[str] = (), dimensions: Sequence[str] = (), filters: Sequence[Filter] = (),
                 time_range: tuple[dt.date | None, dt.date | None] | None = None, time_dimension: str | None = None,
-                order_by: list[tuple[str, bool]] = (), limit: int | None = None) -> CompiledQuery:
+                order_by: Sequence[tuple[str, bool]] = (), limit: int | None = None) -> CompiledQuery:
         """SQL for metrics grouped by dimensions ('entity.dim' or 'entity.dim__grain').
 
         `filters` on dimensions become WHERE, on metrics HAVING; `time_range` [start, end) applies
@@ -276,8 +282,9 @@ class SemanticModel:
         for leaf in leaves:
             groups.setdefault((self.metrics[leaf].measure or "").split(".")[0], []).append(leaf)
         if not groups:  # dimensions only
-            base = self._dim_entity(dimensions[0]) if dimensions else None
-            groups = {base: []}
+            if not dimensions:  # derived metrics that name no other metric: no entity to read
+                raise UserError("a query needs a metric over a measure or a dimension")
+            groups = {self._dim_entity(dimensions[0]): []}
         ctes = []
         for base, leaf_names in groups.items():
             td = time_dimension or (f"{base}.{self.entities[base].time_dimension}"
@@ -287,8 +294,9 @@ class SemanticModel:
             if time_range and td:
                 needed.add(self._dim_entity(td))
             for leaf in leaf_names:
-                if self.metrics[leaf].filter:
-                    needed |= self._entities_in(self.metrics[leaf].filter)
+                leaf_filter = self.metrics[leaf].filter
+                if leaf_filter:
+                    needed |= self._entities_in(leaf_filter)
                 if self._measure(leaf).expr.strip() != "*":  # an expression over joined entities
                     needed |= self._entities_in(self._measure(leaf).expr)
             from_sql, used, fanout = self._from_clause(base, needed - {None})
@@ -349,7 +357,7 @@ class SemanticModel:
         name, _, grain = rest.partition("__")
         ent = self.entities.get(ent_name)
         dim = ent.dimension(name) if ent else None
-        if dim is None:
+        if ent is None or dim is None:
             raise UserError(f"unknown dimension {ref!r}")
         if grain and grain not in ("day", "week", "month", "quarter", "year"):
             raise UserError(f"unknown time grain {grain!r} in {ref!r}")
@@ -388,7 +396,9 @@ class SemanticModel:
         if m.type == "simple":
             return name
         if m.type == "ratio":
+            assert m.numerator is not None and m.denominator is not None  # Metric's validator requires them for this type
             return f"CAST({self._metric_sql(m.numerator)} AS DOUBLE) / NULLIF({self._metric_sql(m.denominator)}, 0)"
+        assert m.expr is not None  # Metric's validator requires them for this type
         tree = sqlglot.parse_one(m.expr, read=DIALECT)
         for c in list(tree.find_all(exp.Column)):
             if c.name in self.metrics:

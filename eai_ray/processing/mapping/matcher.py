@@ -98,7 +98,8 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
         checkpoint()
         F = pair_features(src, tgt, checkpoint=checkpoint)
         checkpoint()
-        P = scorer.predict(F.reshape(-1, F.shape[-1])).reshape(F.shape[:2])
+        # annotated: numpy's stubs take reshape(<tuple of unknown length>) for a 0-d result
+        P: np.ndarray = scorer.predict(F.reshape(-1, F.shape[-1])).reshape(F.shape[:2])
         _zero_rejected(P, rejected, [source_columns[i]["name"].lower() for i in todo], [tnames[j] for j in free_t])
         checkpoint()
         assign = _assign(P, min_confidence)
@@ -120,11 +121,11 @@ def map_columns(source_columns: list[dict[str, Any]], target_schema: list[dict[s
             status: MappingStatus = "accepted" if conf >= accept_threshold else (
                 "review" if conf >= review_threshold else "unmatched")
             why = _rationale(F[a, b], src, tgt, a, b) + (f"; {notes[a]}" if a in notes else "")
-            out[i] = {"source": name, "target": tnames[free_t[b]] if status != "unmatched" else None,
-                      "confidence": round(conf, 4), "rationale": why if status != "unmatched" else
-                      f"best candidate {tnames[free_t[b]]} is too unlikely ({conf:.2f}): {why}", "status": status}
+            out[i] = entry = {"source": name, "target": tnames[free_t[b]] if status != "unmatched" else None,
+                              "confidence": round(conf, 4), "rationale": why if status != "unmatched" else
+                              f"best candidate {tnames[free_t[b]]} is too unlikely ({conf:.2f}): {why}", "status": status}
             if status == "review":
-                out[i]["_payload"] = _payload(source_columns[i], target_schema[free_t[b]])
+                entry["_payload"] = _payload(source_columns[i], target_schema[free_t[b]])
     for i, o in enumerate(out):
         if o is None:
             out[i] = {"source": source_columns[i]["name"], "target": None, "confidence": 1.0,

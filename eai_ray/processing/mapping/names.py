@@ -93,18 +93,21 @@ def segment(word: str) -> tuple[str, ...]:
     best[0] = (0, 0, [])
     for i in range(1, n + 1):
         for j in range(max(0, i - 20), i):
-            if best[j] is None:
+            prev = best[j]
+            if prev is None:
                 continue
             piece = word[j:i]
             if piece in vocab or piece in ABBREVIATIONS:
-                cost = best[j][0] + 1
-                short = best[j][1] + (1 if len(piece) <= 3 else 0)
-                cand = (cost, short, best[j][2] + [piece])
-                if best[i] is None or (cand[0], cand[1]) < (best[i][0], best[i][1]):
+                cost = prev[0] + 1
+                short = prev[1] + (1 if len(piece) <= 3 else 0)
+                cand = (cost, short, prev[2] + [piece])
+                here = best[i]
+                if here is None or (cand[0], cand[1]) < (here[0], here[1]):
                     best[i] = cand
-    if best[n] is None or best[n][0] > 3:
+    last = best[n]
+    if last is None or last[0] > 3:
         return (word,)
-    return tuple(best[n][2])
+    return tuple(last[2])
 
 
 def raw_tokens(name: str) -> list[str]:

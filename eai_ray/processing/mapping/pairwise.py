@@ -207,7 +207,7 @@ def token_relation(xs: Sequence[str], ys: Sequence[str], *, checkpoint: Checkpoi
     return rel
 
 
-def _vocabulary(lists: Sequence[Sequence[str]]) -> dict[str, int]:
+def _vocabulary(lists: Sequence[Sequence[str] | set[str]]) -> dict[str, int]:
     vocab: dict[str, int] = {}
     for items in lists:
         for x in items:

@@ -65,7 +65,7 @@ def shape_of(value: Any) -> str:
 def pattern_of(value: Any) -> str:
     """Character-class shape with runs collapsed: 'AB-123' -> 'A-9', 'Smith' -> 'Aa'."""
     s = str(value).strip()[:40]
-    out = []
+    out: list[str] = []
     for c in s:
         k = "9" if c.isdigit() else "A" if c.isupper() else "a" if c.isalpha() else c
         if not out or out[-1] != k:
@@ -153,7 +153,7 @@ def profile_column(col: dict[str, Any], *, max_samples: int = 50) -> Profile:
 def _infer_family(shapes: dict[str, float]) -> str:
     if not shapes:
         return "other"
-    top = max(shapes, key=shapes.get)
+    top = max(shapes, key=shapes.__getitem__)
     return {"int": "int", "float": "float", "money": "decimal", "bool": "bool", "date": "date",
             "datetime": "timestamp", "time": "time"}.get(top, "string")
 

@@ -102,7 +102,8 @@ def learned_tasks(pairs: Iterable[dict[str, Any]]) -> list[Task]:
         by_table.setdefault(p.get("target_table") or "", []).append(p)
     tasks = []
     for table, ps in by_table.items():
-        targets, sources, gold = {}, [], {}
+        targets: dict[str, dict[str, Any]] = {}
+        sources, gold = [], {}
         for p in ps:
             targets.setdefault(p["target"], {"name": p["target"], "type": p.get("target_type"),
                                              "samples": p.get("target_samples") or []})
