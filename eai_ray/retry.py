@@ -93,18 +93,21 @@ class Policy:
         backoff = self.backoff()
 
         def wait(state: tenacity.RetryCallState) -> float:
+            assert state.outcome is not None  # tenacity waits only after an attempt
             after = retry_after_of(state.outcome.exception()) if self.retry_after_cap is not None else None
             seconds = float(after) if after is not None else backoff(state)
             if budget is not None:
                 seconds = min(seconds, max(0.0, budget - (state.seconds_since_start or 0.0)))
             return seconds
 
-        stop = tenacity.stop_after_attempt(self.attempts)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.attempts)
         if budget is not None:
             stop = stop | tenacity.stop_after_delay(budget)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
+            assert state.outcome is not None  # tenacity sleeps only after an attempt
             exc = state.outcome.exception()
+            assert exc is not None  # retries happen on errors only (retry_if_exception)
             log.info("%s: attempt %d/%d failed (%s: %s); retrying in %.2fs", self.name, state.attempt_number,
                      self.attempts, type(exc).__name__, exc, state.upcoming_sleep)
             if on_retry is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from eai_ray.config import RayConfig
 
@@ -25,7 +26,7 @@ def ensure_ray(cfg: RayConfig | None = None, *, quiet: bool = True) -> dict:
         ctx = ray.get_runtime_context()
         return {"address": ctx.gcs_address, "local": False, "dashboard": None}
     os.environ.setdefault("RAY_task_oom_retries", "3")  # Ray retries OOM-killed tasks forever otherwise
-    kwargs = dict(namespace=cfg.namespace, log_to_driver=not quiet, logging_level=logging.WARNING,
+    kwargs: dict[str, Any] = dict(namespace=cfg.namespace, log_to_driver=not quiet, logging_level=logging.WARNING,
                   configure_logging=True)
     if address:
         info = ray.init(address=address, **kwargs)

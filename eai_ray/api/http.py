@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -44,6 +44,9 @@ from eai_ray.api.settings import ApiSettings
 from eai_ray.config import EnrichSpec
 from eai_ray.errors import EaiError, LLMTimeout, TransientError, UserError
 from eai_ray.settings import settings as env_settings
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 MAPPING_FN = ("eai_ray.processing.mapping", "map_columns")
 NL2SQL_FN = ("eai_ray.processing.nl2sql", "answer")
@@ -593,7 +596,7 @@ def create_api(backend: Backend, settings: ApiSettings | None = None) -> FastAPI
                 raise HTTPException(422, detail="the pipeline configuration on the server is not valid; "
                                                 "run `eai validate` there") from None
             # a read never creates state where a YAML points: a pipeline that has not run has no tables
-            catalog = open_catalog(cfg) if cfg.state_path.is_dir() else {}
+            catalog: Catalog | dict[str, Any] = open_catalog(cfg) if cfg.state_path.is_dir() else {}
             token.check()
             result = call_with(fn, question=req.question, catalog=catalog, semantic=semantic, execute=req.execute,
                                limit=req.max_rows, llm=_optional_llm(backend))

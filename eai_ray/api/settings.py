@@ -175,5 +175,6 @@ def serve_app_args(settings: ServeSettings, *, llm_backend: str | None = None,
         app_args["auth"] = False
         return app_args, None
     key, where = resolve_api_key(create=True)
+    assert key is not None  # create=True makes one when there is none
     app_args["api_key_sha256"] = sha256(key)
     return app_args, where

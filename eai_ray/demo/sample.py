@@ -56,7 +56,7 @@ def build_sqlite(path: Path, rng: random.Random, *, customers: int, orders: int)
         signup = (T0 - dt.timedelta(days=rng.randint(1, 900))).date().isoformat()
         rows.append((i, name, email, country, signup, _iso(T0 + dt.timedelta(minutes=i))))
     con.executemany("INSERT INTO customers VALUES (?,?,?,?,?,?)", rows)
-    rows = []
+    order_rows = []
     for i in range(1, orders + 1):
         cust = rng.randint(1, customers) if i % 211 else customers + rng.randint(1, 50)  # orphan key
         amount = f"{rng.uniform(5, 500):.2f}"
@@ -66,8 +66,8 @@ def build_sqlite(path: Path, rng: random.Random, *, customers: int, orders: int)
             amount = f"-{amount}"  # negative amount
         status = rng.choice(STATUSES) if i % 131 else "unknown"
         ordered = T0 + dt.timedelta(minutes=3 * i)
-        rows.append((i, cust, amount, "EUR", status, _iso(ordered), _iso(ordered + dt.timedelta(hours=1))))
-    con.executemany("INSERT INTO orders VALUES (?,?,?,?,?,?,?)", rows)
+        order_rows.append((i, cust, amount, "EUR", status, _iso(ordered), _iso(ordered + dt.timedelta(hours=1))))
+    con.executemany("INSERT INTO orders VALUES (?,?,?,?,?,?,?)", order_rows)
     con.commit()
     con.close()
     return {"customers": customers, "orders": orders}
@@ -267,12 +267,12 @@ def build_demo(root: Path, *, rows: int = 5000, seed: int = 7):
     counts.update(build_files(root / "files", rng, products=max(20, rows // 25), events=max(50, rows // 5)))
     token = os.environ.get(TOKEN_ENV) or f"demo-{rng.getrandbits(64):x}"
     os.environ[TOKEN_ENV] = token  # the pipeline YAML references it; it is never written to disk
-    handler = type("DemoApi", (_Api,), {"records": payments_data(rng, max(50, rows // 4), rows), "token": token,
-                                        "throttled": {"done": False}})
+    records = payments_data(rng, max(50, rows // 4), rows)
+    handler = type("DemoApi", (_Api,), {"records": records, "token": token, "throttled": {"done": False}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    counts["payments"] = len(handler.records)
+    counts["payments"] = len(records)
     url = f"http://127.0.0.1:{server.server_address[1]}"
     pipeline = root / "pipeline.yaml"
     pipeline.write_text(pipeline_yaml(sqlite_path=root / "shop.db", files_dir=root / "files", api_url=url))

@@ -28,7 +28,7 @@ def install() -> None:
             return out
         return _with_mask(out, list_array.is_null())
 
-    ArrowProjectionVisitor.list = list_keeping_nulls
+    ArrowProjectionVisitor.list = list_keeping_nulls  # type: ignore[method-assign]  # the patch itself
     _installed = True
 
 

@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 from pathlib import Path
@@ -90,7 +91,9 @@ class ReviewStore:
                     source_table=st, source_column=it["source"], target_table=tt, target_column=it.get("target"),
                     confidence=it.get("confidence"), rationale=it.get("rationale"), status="pending",
                     payload=json.dumps(it.get("payload") or {}, default=str), created_at=_now()))
-                ids.append(int(res.inserted_primary_key[0]))
+                key = res.inserted_primary_key
+                assert key is not None  # an INSERT
+                ids.append(int(key[0]))
         return ids
 
     def list(self, status: Status | Literal["all"] = "pending", *, limit: int = 200) -> list[dict[str, Any]]:
@@ -146,7 +149,8 @@ class ReviewStore:
                                               target_column=target, verdict=verdict,
                                               payload=json.dumps(payload or {}, default=str), learned_at=_now()))
 
-    def learned(self, *, target_table: str | None = None) -> list[dict[str, Any]]:
+    # builtins.list: in the class body `list` is the method above
+    def learned(self, *, target_table: str | None = None) -> builtins.list[dict[str, Any]]:
         """Learned decisions, newest last; the latest decision for a (source, target table) wins."""
         q = sa.select(learned).order_by(learned.c.id)
         if target_table is not None:
@@ -155,7 +159,7 @@ class ReviewStore:
             rows = c.execute(q).mappings().all()
         return [{**dict(r), "payload": json.loads(r["payload"] or "{}")} for r in rows]
 
-    def training_pairs(self) -> list[dict[str, Any]]:
+    def training_pairs(self) -> builtins.list[dict[str, Any]]:
         """Approved/fixed mappings in the scorer's training format."""
         out = []
         for r in self.learned():
