@@ -20,7 +20,7 @@ def actor_name(pipeline: str, source: str) -> str:
     return f"eai.cdc.{pipeline}.{source}"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)  # type: ignore[call-overload]  # Ray's overloads omit actor options
 class CdcActor:
     def __init__(self, cfg, source_name: str, secrets: dict[str, str] | None = None) -> None:
         from eai_ray.orchestration.cdc import build_consumer
@@ -64,7 +64,7 @@ class CdcActor:
         return self.status(with_lag=False)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=4)  # type: ignore[call-overload]  # Ray's overloads omit actor options
 class KafkaPublisherActor:
     """``cdc.transport: kafka``: database log -> Kafka topics (``eai_ray.ingestion.cdc.kafka``)."""
 
@@ -103,9 +103,9 @@ def start(cfg, source, *, detached: bool = True):
     opts: dict[str, Any] = {"name": actor_name(cfg.name, source.name), "get_if_exists": True}
     if detached:
         opts["lifetime"] = "detached"
-    consumer = CdcActor.options(**opts).remote(cfg, source.name, resolvable_secrets(source))
+    consumer = CdcActor.options(**opts).remote(cfg, source.name, resolvable_secrets(source))  # type: ignore[attr-defined]  # @ray.remote
     if _kafka(source):
-        pub = KafkaPublisherActor.options(**{**opts, "name": publisher_name(cfg.name, source.name)}).remote(
+        pub = KafkaPublisherActor.options(**{**opts, "name": publisher_name(cfg.name, source.name)}).remote(  # type: ignore[attr-defined]  # @ray.remote
             cfg, source.name, resolvable_secrets(source))
         _held[publisher_name(cfg.name, source.name)] = pub  # a non-detached actor lives while referenced
     return consumer

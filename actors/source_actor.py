@@ -69,6 +69,6 @@ def get_or_create(pipeline: str, source_cfg, *, detached: bool):
     if detached:
         opts["lifetime"] = "detached"
     secrets = resolvable_secrets(source_cfg)
-    actor = SourceActor.options(**opts).remote(source_cfg, secrets)
+    actor = SourceActor.options(**opts).remote(source_cfg, secrets)  # type: ignore[attr-defined]  # @ray.remote class
     ray.get(actor.configure.remote(source_cfg, secrets))
     return actor

@@ -38,7 +38,7 @@ class HandleBackend:
         self._embedder = embedder
         self._mapper = mapper
         if mapper is None:
-            self.amap = None  # type: ignore[assignment] - no Mapper: the API maps on its local pool
+            self.amap = None  # type: ignore[method-assign, assignment]  # no Mapper: the API maps on its local pool
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self._client.embed(texts)
@@ -48,6 +48,7 @@ class HandleBackend:
 
     async def amap(self, payload: dict[str, Any], limits: Any, deadline_s: float) -> list[dict[str, Any]]:
         """The mapping computed by the Mapper deployment; cancelling this call cancels the replica's work."""
+        assert self._mapper is not None  # without a Mapper, amap is None (__init__)
         resp = self._mapper.map.remote(payload, limits, time.time() + deadline_s)
         try:
             return await resp
@@ -144,16 +145,17 @@ def build_app(args: dict[str, Any] | None = None):
     emb_opts: dict[str, Any] = {"num_cpus": emb_cpus}
     if s.gpu:
         emb_opts["num_gpus"] = 1
-    embedder = EmbedderDeployment.options(num_replicas=s.embedder_replicas, ray_actor_options=emb_opts).bind(
+    # the ignores: @serve.deployment gives a class .options/.bind, which mypy cannot see on a class decorator
+    embedder = EmbedderDeployment.options(num_replicas=s.embedder_replicas, ray_actor_options=emb_opts).bind(  # type: ignore[attr-defined]
         device="cuda" if s.gpu else None, threads=emb_threads, batch_wait_s=emb_wait)
-    llm = LLMDeployment.options(num_replicas=s.llm_replicas, ray_actor_options={"num_cpus": llm_cpus}).bind(
+    llm = LLMDeployment.options(num_replicas=s.llm_replicas, ray_actor_options={"num_cpus": llm_cpus}).bind(  # type: ignore[attr-defined]
         backend=llm_backend)
     # the queue bound is the caller's (Serve raises BackPressureError past it): read it the way the
     # ingress will, from the args or the environment (auth off here: no key is needed to read a number)
     queue = ApiSettings.from_env(**{**api, "auth": False}).map_queue
-    mapper = MapperDeployment.options(num_replicas=s.mapper_replicas, max_queued_requests=queue,
+    mapper = MapperDeployment.options(num_replicas=s.mapper_replicas, max_queued_requests=queue,  # type: ignore[attr-defined]
                                       ray_actor_options={"num_cpus": map_cpus}).bind(llm, threads=map_threads)
-    return Gateway.bind(embedder, llm, mapper, api)
+    return Gateway.bind(embedder, llm, mapper, api)  # type: ignore[attr-defined]
 
 
 app = build_app

@@ -26,7 +26,7 @@ class EmbedderDeployment:
         self._batch_size = batch_size
         # waiting up to 50 ms for more requests fills model batches: on 2 CPU cores that took the
         # HTTP path from 0.78x to 0.90x of calling the model directly (benchmarks/embed_serve.py)
-        self._batched.set_batch_wait_timeout_s(batch_wait_s)
+        self._batched.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]  # added by @serve.batch
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts``; concurrent calls are merged into one model batch."""
