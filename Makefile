@@ -25,6 +25,7 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -14,7 +14,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -172,6 +172,7 @@ def _data_files(metadata: TableMetadata, io, data: pa.Table) -> list:
         return []
     target = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
                              TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    assert target is not None  # a default is given
     schema = pyarrow_to_schema(data.schema, name_mapping=metadata.schema().name_mapping,
                                format_version=metadata.format_version)
     write_uuid = uuid.uuid4()
@@ -324,9 +325,9 @@ def _merge_once(tbl: Table, changes: pa.Table, *, keys, run_id, sequence_by, del
     if delete_flag is not None and delete_flag in changes.column_names:
         flags = changes.column(delete_flag)
         changes = changes.drop_columns([delete_flag])
-    ch = pl.from_arrow(align(tbl, changes))
+    ch = cast(pl.DataFrame, pl.from_arrow(align(tbl, changes)))  # a table gives a DataFrame
     if flags is not None:
-        ch = ch.with_columns(pl.from_arrow(flags).fill_null(False).alias("__eai_delete"))
+        ch = ch.with_columns(cast(pl.Series, pl.from_arrow(flags)).fill_null(False).alias("__eai_delete"))
     ch = latest_per_key(ch, keys, sequence_by)
 
     snapshot = tbl.current_snapshot()
@@ -394,7 +395,9 @@ def _merge_once(tbl: Table, changes: pa.Table, *, keys, run_id, sequence_by, del
             for f in new_files:
                 app.append_data_file(f)
     tx.commit_transaction()
-    stats.snapshot_id = tbl.refresh().current_snapshot().snapshot_id
+    current = tbl.refresh().current_snapshot()
+    assert current is not None  # the commit above made one
+    stats.snapshot_id = current.snapshot_id
     return stats
 
 
