@@ -335,3 +335,14 @@ def test_parquet_int96_timestamps_do_not_wrap_and_keep_their_digits(tmp_path):
                                          dt.datetime(2020, 1, 1, 0, 0, 0, 123456), None]
     assert t.column(ERROR_COLUMN).to_pylist()[3].startswith(
         "type:t: value '2020-01-01T00:00:00.123456789' has nanosecond precision")
+
+
+def test_a_corrupt_compressed_file_is_discovered_and_read_as_one_error_row(tmp_path):
+    """gzip magic with a broken body: discovery answers (it crashed closing a plain iterator) and
+    the read lands one row that says why, so nothing is silently dropped."""
+    (tmp_path / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"not really gzip" * 20)
+    conn = connector(tmp_path, "*.csv.gz")
+    conn.discover("r")
+    table, _, _ = read(conn)
+    assert table.num_rows == 1
+    assert "cannot decompress" in table.column(ERROR_COLUMN)[0].as_py()
