@@ -31,3 +31,37 @@ def test_wildcard_mariadb_snapshot_quotes_every_name(private_mariadb, tmp_path):
     rows = sorted((r for c in chunks for r in c.rows.to_pylist()), key=lambda r: r["id"])
     assert rows == [{"id": "1", "a`b": "x`y", "pct%": "5", "sp ace": "a b"},
                     {"id": "2", "a`b": None, "pct%": None, "sp ace": None}]
+
+
+def test_an_entrys_own_schema_is_captured_not_the_sources_default(private_postgres, private_mariadb, tmp_path):
+    """`schema:` on a table entry means that schema in CDC too (the batch connectors already read it),
+    even when the source's default schema holds a table of the same name."""
+    pg = private_postgres
+    db = pg.create_database("cdc_entry_schema")
+    conn = pg.connect(db)
+    with conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA sales")
+        cur.execute("CREATE TABLE public.orders (id int PRIMARY KEY, origin text)")
+        cur.execute("CREATE TABLE sales.orders (id int PRIMARY KEY, origin text)")
+        cur.execute("INSERT INTO public.orders VALUES (1, 'public'); INSERT INTO sales.orders VALUES (1, 'sales')")
+    conn.close()
+    cfg = parse_pipeline({"name": "entry_schema", "state_dir": str(tmp_path / "pg"), "sources": [
+        {"kind": "postgres", "name": "pg", "port": pg.port, "user": "postgres", "database": db,
+         "tables": [{"name": "orders", "table": "orders", "schema": "sales"}], "cdc": {}}]})
+    source = build_source(cfg, cfg.sources[0])
+    assert [s.source_table for s in source.tables()] == ["sales.orders"]
+    source.close()
+
+    my = private_mariadb
+    home, other = my.create_database("cdc_home"), my.create_database("cdc_other")
+    conn = my.connect(database=other)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+        cur.execute("INSERT INTO t VALUES (1, 'other')")
+    conn.close()
+    cfg = parse_pipeline({"name": "entry_db", "state_dir": str(tmp_path / "my"), "sources": [
+        {"kind": "mariadb", "name": "my", "port": my.port, "user": "root", "database": home,
+         "tables": [{"name": "t", "table": "t", "schema": other}], "cdc": {}}]})
+    source = build_source(cfg, cfg.sources[0])
+    assert [s.source_table for s in source.tables()] == [f"{other}.t"]
+    source.close()

@@ -90,7 +90,8 @@ class MySQLCdcSource:
             for t in self.source.tables:
                 d = self._connector.discover(t.name)
                 assert t.table is not None  # CDC reads tables; DbTable sets 'table' on every entry without a query
-                db, _, name = t.table.rpartition(".")
+                # an entry's own `schema:` (its database) wins, as in the batch connector
+                db, _, name = (t.schema_, ".", t.table) if t.schema_ else t.table.rpartition(".")
                 out.append(TableSpec(t.name, f"{db or self.source.database}.{name}",
                                      list(t.primary_key or d.primary_key), {c.name: c.type for c in d.columns}))
             self._specs = out

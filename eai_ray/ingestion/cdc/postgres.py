@@ -107,7 +107,8 @@ class PostgresCdcSource:
             for t in self.source.tables:
                 d = self._connector.discover(t.name)
                 assert t.table is not None  # CDC reads tables; DbTable sets 'table' on every entry without a query
-                schema, name = self._qualified(t.table)
+                # an entry's own `schema:` wins, as in the batch connector; else 'schema.table' or the source's
+                schema, name = (t.schema_, t.table) if t.schema_ else self._qualified(t.table)
                 specs.append(TableSpec(t.name, f"{schema}.{name}", list(t.primary_key or d.primary_key),
                                        {c.name: c.type for c in d.columns}))
             self._specs = specs
