@@ -304,7 +304,7 @@ class MySQLConnector(CatalogDiscovery):
                partition: Partition | None) -> str:
         """WHERE clause for cursor and partition; each value escaped by the driver as a literal."""
         conds = []
-        lit = cur.connection.literal
+        lit = cur.connection.escape
         inc = table.incremental
         last = (checkpoint or {}).get("cursor")
         if inc and (last is not None or inc.initial is not None):
@@ -328,7 +328,7 @@ class MySQLConnector(CatalogDiscovery):
             items = [_select_item(c, schema.on_out_of_range) for c in schema.columns]
             guards = [g for g in map(_guard, schema.columns) if g is not None]
             if guards:
-                raw = raw_json(guards, literal=cur.connection.literal, to_json=lambda e: f"JSON_QUOTE({e})",
+                raw = raw_json(guards, literal=cur.connection.escape, to_json=lambda e: f"JSON_QUOTE({e})",
                                concat=lambda *parts: f"CONCAT({', '.join(parts)})")
                 items.append(f"{raw} AS {ident(RAW_COLUMN)}")
         q = f"SELECT {', '.join(items)} FROM {self._relation(table)}{where}"
