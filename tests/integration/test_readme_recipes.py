@@ -63,7 +63,8 @@ def test_two_commands_are_the_makefile_targets():
     assert [line.split("#")[0].strip() for line in readme_block("Two commands")] == ["make demo", "make test"]
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo: install\n\t\$\(BIN\)/eai demo", makefile, re.M)
-    assert re.search(r"^test: install\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
+    assert re.search(r"^test: install lint\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
+    assert re.search(r"^lint: install\n\t\$\(BIN\)/ruff check \.\n\t\$\(BIN\)/mypy", makefile, re.M)
 
 
 def test_quickstart_commands_run_as_written(tmp_path):
