@@ -7,6 +7,7 @@ doubles nothing.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -14,6 +15,39 @@ from typing import Any
 import ray
 
 from eai_ray.config import provide_secrets, resolvable_secrets
+
+log = logging.getLogger(__name__)
+
+CHECK_LIVE_S = 10.0  # how often an instance asks Ray whether it is still the actor
+
+
+def _live_pid(name: str, timeout: float = 30.0) -> int | None:
+    """The pid of the process Ray routes calls for actor `name` to (None: unknown right now)."""
+    try:
+        return ray.get(ray.get_actor(name).pid.remote(), timeout=timeout)
+    except Exception:  # noqa: BLE001 - restarting, unreachable, gone: no verdict
+        return None
+
+
+def _exit_if_superseded(name: str, stop: threading.Event, thread: threading.Thread, what: str,
+                        every_s: float = CHECK_LIVE_S) -> None:
+    """Leave the process when Ray routes the actor's calls to another one.
+
+    Seen with Ray 2.x: a ``ray.kill(actor, no_restart=False)`` that reaches a worker leased for the
+    actor's restart before it runs the creation task is ignored ("Mismatched ActorID: ignoring
+    KillActor"), the GCS restarts the actor elsewhere, and this worker runs ``__init__`` anyway: a
+    second consumer (or publisher) of the same source, unseen by Ray, until the job ends.
+    """
+    me = os.getpid()
+    while not stop.wait(every_s):
+        live = _live_pid(name)
+        if live is None or live == me:
+            continue
+        log.error("%s %s: this process (%d) is no longer the actor, Ray runs it in %d (a kill Ray did not "
+                  "deliver); stopping", what, name, me, live)
+        stop.set()
+        thread.join(30)
+        os._exit(1)
 
 
 def actor_name(pipeline: str, source: str) -> str:
@@ -33,6 +67,9 @@ class CdcActor:
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="eai-cdc", daemon=True)
         self._thread.start()
+        self._watch = threading.Thread(target=_exit_if_superseded, name="eai-cdc-live", daemon=True,
+                                       args=(actor_name(cfg.name, source_name), self._stop, self._thread, "CDC consumer"))
+        self._watch.start()
 
     def _run(self) -> None:
         try:
@@ -54,6 +91,9 @@ class CdcActor:
             except Exception as exc:  # noqa: BLE001 - status must answer while the source is down
                 out["lag"] = {"error": str(exc)}
         return out
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def latencies(self) -> list[float]:
         return self._consumer.latencies()
@@ -78,6 +118,13 @@ class KafkaPublisherActor:
         tune_gc_for_streaming()  # this worker process exists for the publisher alone
         self._thread = threading.Thread(target=self._pub.run, args=(self._stop,), name="eai-cdc-pub", daemon=True)
         self._thread.start()
+        self._watch = threading.Thread(target=_exit_if_superseded, name="eai-cdc-pub-live", daemon=True,
+                                       args=(publisher_name(cfg.name, source_name), self._stop, self._thread,
+                                             "CDC publisher"))
+        self._watch.start()
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def status(self) -> dict[str, Any]:
         """state (publishing | waiting | retrying | stalled | ...), counts, and a stall's evidence."""

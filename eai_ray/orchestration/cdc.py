@@ -31,6 +31,7 @@ from typing import Any
 
 from eai_ray.errors import EaiError, SlotLost, is_transient
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, commit_of, end_of
+from eai_ray.ingestion.cdc.trace import trace
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class CdcConsumer:
 
     def _consume(self, stop: threading.Event) -> None:
         _pos, resume = self.sink.resume_point()
+        trace("consumer.resume", source=getattr(self.sink, "source", None), position=_pos, resume=resume,
+              restarts=self.status.restarts)
         self._writer = _Writer(self)
         self._writer.start()
         try:

@@ -38,6 +38,8 @@ from pyiceberg.catalog import Catalog
 from eai_ray.coerce import coerce_column
 from eai_ray.config import SilverTable
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, SnapshotChunk, TableSpec
+from eai_ray.ingestion.cdc.trace import enabled as trace_enabled
+from eai_ray.ingestion.cdc.trace import trace
 from eai_ray.processing.silver import QUARANTINE_SCHEMA, transform
 from eai_ray.storage import tables
 
@@ -235,8 +237,7 @@ class CdcSink:
                 rej = pa.table({"_eai_reason": [b.reason for b in fresh], "_eai_table": [b.table for b in fresh],
                                 "_eai_record": [b.raw for b in fresh], POSITION: [b.position for b in fresh],
                                 "_eai_quarantined_at": [now] * len(fresh)}, schema=REJECT_SCHEMA)
-                self._append(self.rejects, rej, props)
-                stats.rejected = len(fresh)
+                stats.rejected = self._append_above(self.rejects, rej, props)
         return stats
 
     def _write_table(self, t: str, evs: list[ChangeEvent], end: str, props: dict, stats: WriteStats) -> None:
@@ -247,8 +248,9 @@ class CdcSink:
         stats.skipped += len(evs) - fresh_n
         if fresh_n:
             bronze = rows if fresh_n == len(evs) else rows.filter(pc.greater(rows.column(POSITION), pa.scalar(wm)))
-            self._append(bname, bronze, props)
-            stats.bronze_rows += bronze.num_rows
+            added = self._append_above(bname, bronze, props)
+            stats.bronze_rows += added
+            stats.skipped += bronze.num_rows - added
         swm = self.watermark(self.silver(t))
         if self.scd2:
             swm = min(swm, self.watermark(self.history(t)))
@@ -322,7 +324,7 @@ class CdcSink:
             wm = self.watermark(name)
             quarantine = quarantine.filter(pc.greater(quarantine.column(POSITION), pa.scalar(wm)))
         if quarantine.num_rows:
-            self._append(name, quarantine.cast(QUARANTINE_SCHEMA), props)
+            self._append_above(name, quarantine.cast(QUARANTINE_SCHEMA), props)
 
     def _apply(self, t: str, evs: list[ChangeEvent], props: dict, stats: WriteStats,
                rows: pa.Table | None = None) -> None:
@@ -392,6 +394,38 @@ class CdcSink:
         self._evolve(name, data.schema)
         tables.append(self.catalog, name, data, run_id=self.run_id, properties=props)
         self._committed(name, props[POS_PROP])
+
+    def _append_above(self, name: str, rows: pa.Table, props: dict) -> int:
+        """Append the rows above the position table `name` records in the snapshot the append goes on
+        top of; returns how many were appended.
+
+        The position cached in this sink (`watermark`) is only this writer's view: a second writer of
+        the same tables (seen: a Ray actor whose kill arrived while its worker was being leased lives
+        on beside its restarted instance, both consuming) commits in between unseen, and a plain
+        append would then add its rows again (the commit retry appends on top of the other writer's
+        snapshot). Here the filter is redone against each attempt's snapshot and the commit asserts
+        that snapshot is still current, so a position is appended at most once whoever writes.
+        """
+        kept = 0
+
+        def above(tbl, data: pa.Table) -> pa.Table:
+            nonlocal kept
+            held = tables.last_property(tbl, POS_PROP) or ZERO
+            out = data.filter(pc.greater(data.column(POSITION), pa.scalar(held)))
+            kept = out.num_rows
+            if trace_enabled() and kept < data.num_rows:
+                trace("sink.fenced", source=self.source, table=name, cached=self._wm.get(name), held=held,
+                      rows=data.num_rows, kept=kept, first=data.column(POSITION)[0].as_py(),
+                      last=data.column(POSITION)[-1].as_py())
+            if held > self._wm.get(name, ZERO):
+                self._wm[name] = held  # another writer got further: later batches skip what it holds
+            return out
+
+        self._evolve(name, rows.schema)
+        tables.append(self.catalog, name, rows, run_id=self.run_id, properties=props, fence=above)
+        if kept:
+            self._committed(name, props[POS_PROP])
+        return kept
 
     def _fill_unchanged(self, t: str, good: pa.Table, bronze: pa.Table, quarantine: pa.Table) -> pa.Table:
         """Unchanged TOASTed values were not sent: take them from the key's previous version."""

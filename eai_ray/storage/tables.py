@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -209,10 +209,23 @@ def discard_files(catalog: Catalog, name: str, files: Iterable) -> None:
 
 
 def append(catalog: Catalog, name: str, data: pa.Table, *, run_id: str,
-           properties: dict[str, Any] | None = None) -> int | None:
+           properties: dict[str, Any] | None = None,
+           fence: Callable[[Table, pa.Table], pa.Table] | None = None) -> int | None:
+    """Append `data` as one snapshot; returns its id.
+
+    `fence(tbl, data)` makes it a conditional append: it gets the table as loaded for this attempt
+    and returns the part of `data` that may go on top of that snapshot (e.g. the rows above the
+    position it records). The commit asserts that the snapshot is still current, so when another
+    writer commits in between, the attempt fails and the next one asks `fence` again on the new
+    snapshot, instead of appending the same rows on top of the other writer's. Nothing left: no
+    commit, returns None.
+    """
     def go():
         tbl = catalog.load_table(name)
-        tbl.append(align(tbl, data), snapshot_properties=_props(run_id, properties))
+        rows = data if fence is None else fence(tbl, data)
+        if fence is not None and rows.num_rows == 0:
+            return None
+        tbl.append(align(tbl, rows), snapshot_properties=_props(run_id, properties))
         return tbl.current_snapshot().snapshot_id
     return _retry_commit(go, table=name)
 

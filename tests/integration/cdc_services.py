@@ -203,6 +203,37 @@ class PrivateKafka:
                                       "--data-dir", str(self.dir / "data")], stdout=log, stderr=log,
                                      start_new_session=True)
         _wait_port(self.port)
+        # the launcher exits with its broker: one that quit right after starting (or a port that
+        # answered for a broker still going down) must not pass for a running broker
+        time.sleep(0.5)
+        if self.proc.poll() is not None or not self.up():
+            raise RuntimeError(f"noida-db on port {self.port} did not stay up (exit {self.proc.poll()}): "
+                               f"{self.log_tail()}")
+
+    def up(self) -> bool:
+        """The broker process runs and its port accepts connections."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return (self.dir / "kafka.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def ensure_running(self) -> bool:
+        """Start the broker again if it is down (True then): the kill test restarts it under load, and a
+        broker left down turns every later check into a wait for nothing."""
+        if self.up():
+            return False
+        self.stop()
+        self.start()
+        return True
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -221,6 +252,9 @@ class PrivateKafka:
             for c in children:
                 if _alive(c):
                     os.kill(c, signal.SIGKILL)
+            end = time.time() + 10  # gone, port and data dir released, before a restart starts another
+            while any(_alive(c) for c in children) and time.time() < end:
+                time.sleep(0.05)
 
     def restart(self) -> None:
         self.stop()

@@ -142,6 +142,61 @@ def test_sink_replay_after_crash_is_exactly_once(catalog):
     assert fresh.resume_point()[1] == "80"
 
 
+def _bronze_positions(catalog, name="bronze.s_t"):
+    return tables.read(tables.load(catalog, name)).column("_eai_position").to_pylist()
+
+
+def test_sink_two_writers_never_double_bronze(catalog):
+    """A second writer of the same tables (a Ray actor that outlived its kill beside its restarted
+    instance) has a stale cached position: each append is filtered against the table itself."""
+    old, new = CdcSink(catalog, source="s", now=lambda: NOW), CdcSink(catalog, source="s", now=lambda: NOW)
+    old.prepare([SPEC])
+    new.prepare([SPEC])
+    t6 = [ev("c", 6, 1, 1, {"id": "1", "name": "a", "qty": "1"})]
+    t7 = [ev("u", 7, 1, 1, {"id": "1", "name": "b", "qty": "2"}), ev("c", 7, 2, 2, {"id": "2", "name": "c", "qty": "3"})]
+    t8 = [ev("d", 8, 1, 2)]
+    old.write(t6, end=end_of(6), resume="60")  # the old instance's cache: position 6
+    new.write(t6 + t7, end=end_of(7), resume="70")  # the new instance goes further
+    stats = old.write(t7 + t8, end=end_of(8), resume="80")  # the old one, still consuming, writes 7 again
+    assert stats.bronze_rows == 1 and stats.skipped == 2
+    pos = _bronze_positions(catalog)
+    assert sorted(pos) == sorted({e.position for e in t6 + t7 + t8})
+    assert _silver(catalog) == [{"id": 1, "name": "b", "qty": 2}]
+
+
+def test_sink_commit_conflict_refilters_instead_of_appending_again(catalog):
+    """The other writer commits between an append's table load and its commit: the retry asks the
+    new snapshot what it holds (a plain retry appended the same rows on top of the other's)."""
+
+    class Interleaved:  # runs `hook` once, right after the first load of bronze.s_t
+        def __init__(self, cat, hook):
+            self.cat, self.hook = cat, hook
+
+        def load_table(self, name):
+            tbl = self.cat.load_table(name)
+            if name == "bronze.s_t" and self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+            return tbl
+
+        def __getattr__(self, attr):
+            return getattr(self.cat, attr)
+
+    t6 = [ev("c", 6, 1, 1, {"id": "1", "name": "a", "qty": "1"})]
+    t7 = [ev("c", 7, 1, 2, {"id": "2", "name": "b", "qty": "2"})]
+    other = CdcSink(catalog, source="s", now=lambda: NOW)
+    other.prepare([SPEC])
+    other.write(t6, end=end_of(6), resume="60")  # creates the tables
+    cat = Interleaved(catalog, None)
+    sink = CdcSink(cat, source="s", now=lambda: NOW)
+    sink.prepare([SPEC])
+    assert sink.resume_point()[1] == "60"  # positions read: the next load of bronze is the append's
+    cat.hook = lambda: other.write(t7, end=end_of(7), resume="70")
+    stats = sink.write(t6 + t7, end=end_of(7), resume="70")
+    assert cat.hook is None and stats.bronze_rows == 0
+    assert sorted(_bronze_positions(catalog)) == [t6[0].position, t7[0].position]
+
+
 def test_sink_late_event_never_overwrites_newer(catalog):
     sink = CdcSink(catalog, source="s", now=lambda: NOW)
     sink.prepare([SPEC])
