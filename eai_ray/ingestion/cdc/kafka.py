@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from eai_ray.errors import SourceUnavailable
+from eai_ray.ingestion.cdc import kafka_compat
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd
 from eai_ray.ingestion.cdc.stall import StallDetector
 from eai_ray.ingestion.cdc.trace import enabled as trace_enabled
@@ -244,7 +245,7 @@ class KafkaPublisher:
                 self._producer = self._open()  # fences the previous publisher: its commits end here
                 # connections as of now: a broker restart from here on (which may lose acknowledged
                 # transactions) is noticed before the next commit
-                self._commit_conns = _conn_ids(self._producer)
+                self._commit_conns = kafka_compat.connection_ids(self._producer)
                 if start is not None:
                     start = self.start_position() or start  # what the broker holds, after the fence
                 self.stall.restarted(self._position_of(start))
@@ -434,7 +435,7 @@ class KafkaPublisher:
     def publish(self, txs: list[tuple[TxEnd, list[ChangeEvent], list[BadEvent]]]) -> None:
         """One Kafka transaction for these source transactions; then acknowledge the source."""
         p = self._producer
-        conns = _conn_ids(p)
+        conns = kafka_compat.connection_ids(p)
         if conns is not None and self._commit_conns and self._commit_conns - conns:
             # the broker connection changed since the last commit: a restarted broker may have lost
             # transactions it had acknowledged (noida-db does). Start over from the consumer's position.
@@ -449,18 +450,18 @@ class KafkaPublisher:
                            value=encode_event(e))
                 p.send(ctl, key=str(tx.commit).encode(), value=encode_marker(tx, len(events), bad))
             p.flush(timeout=self.end_timeout_s)
-            if _conn_ids(p) != conns:
+            if kafka_compat.connection_ids(p) != conns:
                 # the broker restarted under the open transaction: abort it; the source resends
                 raise ConnectionResetError("kafka: broker connection changed during the transaction")
-            _end_transaction(p, commit=True, timeout_s=self.end_timeout_s)
-            if _conn_ids(p) != conns:
+            kafka_compat.end_transaction(p, commit=True, timeout_s=self.end_timeout_s)
+            if kafka_compat.connection_ids(p) != conns:
                 # the broker restarted while the commit was in flight: whether the transaction
                 # survived is unknown, so the source is not acknowledged and resends it (a repeat
                 # is dropped by the consumer; a loss would not be noticed by anyone)
                 raise ConnectionResetError("kafka: broker connection changed during the commit")
         except Exception:
             try:
-                _end_transaction(p, commit=False, timeout_s=5.0)
+                kafka_compat.end_transaction(p, commit=False, timeout_s=5.0)
             except Exception:  # noqa: BLE001 - the broker may be gone; the producer is reopened
                 pass
             raise
@@ -531,14 +532,7 @@ def committed_reader(bootstrap: str, **config):
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False,
                       **config)
-    base = getattr(getattr(c, "_fetcher", None), "PartitionRecords", None)
-    if base is not None:
-        def records(fetch_offset, tp, recs, **kw):
-            aborted = kw.get("aborted_transactions")
-            if aborted:
-                kw["aborted_transactions"] = [t for t in aborted if t.first_offset >= fetch_offset]
-            return base(fetch_offset, tp, recs, **kw)
-        c._fetcher.PartitionRecords = records  # an instance attribute: this consumer only
+    kafka_compat.drop_stale_aborted_transactions(c)
     return c
 
 
@@ -620,30 +614,6 @@ def end_offsets(bootstrap: str, parts: list) -> dict:
         return c.end_offsets(parts)
     finally:
         c.close()
-
-
-def _end_transaction(producer, *, commit: bool, timeout_s: float) -> None:
-    """commit_transaction()/abort_transaction() with a deadline: kafka-python waits for the broker's
-    answer without one, and an EndTxn in flight while the broker restarts is never answered."""
-    from kafka.errors import KafkaTimeoutError
-    tm, sender = getattr(producer, "_transaction_manager", None), getattr(producer, "_sender", None)
-    if tm is None or sender is None:  # another client: its own calls
-        return producer.commit_transaction() if commit else producer.abort_transaction()
-    result = tm.begin_commit() if commit else tm.begin_abort()
-    sender.wakeup()
-    if not result.wait(timeout_ms=int(timeout_s * 1000)):
-        raise KafkaTimeoutError(f"kafka: no answer to the transaction's {'commit' if commit else 'abort'} "
-                                f"within {timeout_s:.0f} s")
-
-
-def _conn_ids(client) -> frozenset | None:
-    """Identities of a producer's or consumer's broker connections (a reconnect makes new ones);
-    None if unknown."""
-    try:
-        inner = client._sender._client if hasattr(client, "_sender") else client._client
-        return frozenset((k, id(v)) for k, v in inner._manager._conns.items())
-    except AttributeError:
-        return None
 
 
 # ---------------------------------------------------------------------- consumer side
@@ -810,13 +780,13 @@ class KafkaCdcSource:
         asm = self._asm = TxAssembler(int(token.get("commit", 0)))
         counts = {t: sum(1 for tp in parts if tp.topic == t) for t in names}
         next_check = time.monotonic() + self.recheck_s
-        conns = _conn_ids(c)
+        conns = kafka_compat.connection_ids(c)
         while True:
             try:
                 recs = c.poll(timeout_ms=self.poll_ms)
             except KafkaError as exc:
                 raise ConnectionResetError(f"kafka: {exc}") from None
-            now_conns = _conn_ids(c)
+            now_conns = kafka_compat.connection_ids(c)
             if conns and now_conns is not None and conns - now_conns:
                 # the broker restarted: it may have lost records this reader already read past, and the
                 # publisher resends them at other offsets. Start over from the table's token (verified).
