@@ -12,6 +12,10 @@ http             SourceUnavailable: 5xx, timeouts, refused    6 [1]     0.5 s   
 llm              LLMUnavailable: 5xx, 429, unreachable,       3 [3]     0.5 s   8 s       -              processing.models.llm
                  408 (LLMTimeout)                                                                        (OpenAICompatible)
 task             any transient EaiError of one table's step   2         0.5 s   5 s       <= 300 s [2]   orchestration.runner
+cdc_reconnect    transient errors and lost connections of a   no limit  0.4 s   5 s       -              orchestration.cdc
+                 CDC consumer [4]                                                                        (CdcConsumer.run)
+cdc_publish      any failure of the Kafka publisher [4]       no limit  0.4 s   3 s       -              ingestion.cdc.kafka
+                                                                                                         (KafkaPublisher.run)
 
 [1] ``max_retries + 1`` of the REST source (``max_retries`` defaults to 5).
 [2] An error whose context carries ``retry_after`` (seconds; the REST connector reads the
@@ -20,6 +24,9 @@ task             any transient EaiError of one table's step   2         0.5 s   
     raised at once and the scheduler tries again later.
 [3] ``max_retries + 1`` of the client (``max_retries`` defaults to 2); every wait is also cut
     to the time left of the call's timeout, and retrying stops when that time is spent.
+[4] A stream retries for as long as it runs: its loop counts attempts itself, starts again at 1
+    after a good connection, and waits ``wait_before(attempt)`` on its stop event, so a stop
+    request ends the wait at once. What is worth a reconnect stays the loop's decision.
 
 Waits (``equal jitter``): before retry ``n`` (n = 1, 2, ...) the wait is drawn uniformly from
 ``[h/2, h]`` with ``h = min(max_wait, base * 2 ** (n - 1))``, so waits grow with every retry but
@@ -41,6 +48,8 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import logging
+import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +95,12 @@ class Policy:
         half, half_max = self.base / 2, self.max_wait / 2
         return (tenacity.wait_exponential(multiplier=half, max=half_max)
                 + tenacity.wait_random_exponential(multiplier=half, max=half_max))
+
+    def wait_before(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
+        """The backoff before retry `attempt` (1, 2, ...): uniform in [h/2, h], the same law as
+        ``backoff``, for loops that retry for as long as they run (CDC streams)."""
+        h = min(self.max_wait, self.base * 2 ** (max(1, attempt) - 1))
+        return h / 2 + rng() * h / 2
 
     def retrying(self, *, sleep: Callable[[float], Any] | None = None, on_retry: OnRetry | None = None,
                  budget: float | None = None) -> tenacity.Retrying:
@@ -159,4 +174,7 @@ LLM = Policy("llm", (LLMUnavailable,), attempts=3, base=0.5, max_wait=8.0)
 # a table step: connectors back off on their own, so one more try (a fresh connection) is enough
 TASK = Policy("task", (EaiError,), attempts=2, base=0.5, max_wait=5.0, retry_after_cap=300.0)
 
-POLICIES = {p.name: p for p in (COMMIT_CONFLICT, HTTP, LLM, TASK)}
+# streams: unlimited attempts (the loops stop on their own stop event or a permanent error)
+CDC_RECONNECT = Policy("cdc_reconnect", (EaiError,), attempts=sys.maxsize, base=0.4, max_wait=5.0)
+CDC_PUBLISH = Policy("cdc_publish", (Exception,), attempts=sys.maxsize, base=0.4, max_wait=3.0)
+POLICIES = {p.name: p for p in (COMMIT_CONFLICT, HTTP, LLM, TASK, CDC_RECONNECT, CDC_PUBLISH)}

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eai_ray import retry
 from eai_ray.errors import EaiError, SlotLost, is_transient
 from eai_ray.ingestion.cdc.events import ZERO, BadEvent, ChangeEvent, Heartbeat, TxEnd, commit_of, end_of
 from eai_ray.ingestion.cdc.trace import trace
@@ -147,7 +148,7 @@ class CdcConsumer:
                     raise
                 self.status.state = "retrying"
                 log.warning("CDC source %s: %s; reconnecting", self.sink.source, err.get("message"))
-                stop.wait(min(5.0, 0.2 * 2 ** min(attempt, 5)))
+                stop.wait(retry.CDC_RECONNECT.wait_before(attempt))
             finally:
                 try:
                     self.source.close()

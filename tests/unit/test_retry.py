@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import sys
 
 import pytest
 
@@ -138,9 +139,20 @@ def test_policy_rejects_zero_attempts():
 def test_the_docstring_table_matches_the_policies():
     doc = retry.__doc__
     for name, p in POLICIES.items():
-        row = re.search(rf"^{name}\s.*?\s(\d+)(?: \[\d\])?\s+([\d.]+) s\s+([\d.]+) s", doc, re.M)
+        row = re.search(rf"^{name}\s.*?\s(\d+|no limit)(?: \[\d\])?\s+([\d.]+) s\s+([\d.]+) s", doc, re.M)
         assert row, f"policy {name} is missing from the table in eai_ray/retry.py"
-        assert (int(row[1]), float(row[2]), float(row[3])) == (p.attempts, p.base, p.max_wait), name
+        attempts = sys.maxsize if row[1] == "no limit" else int(row[1])
+        assert (attempts, float(row[2]), float(row[3])) == (p.attempts, p.base, p.max_wait), name
+
+
+def test_stream_waits_follow_the_policy_law():
+    """Loops that retry for as long as they run (CDC) take their waits from the policy: uniform in
+    [h/2, h], h doubling from base up to max_wait."""
+    from eai_ray.retry import CDC_RECONNECT
+
+    assert CDC_RECONNECT.wait_before(1, rng=lambda: 0.0) == 0.2 and CDC_RECONNECT.wait_before(1, rng=lambda: 1.0) == 0.4
+    assert CDC_RECONNECT.wait_before(3, rng=lambda: 1.0) == 1.6
+    assert CDC_RECONNECT.wait_before(30, rng=lambda: 1.0) == 5.0 and CDC_RECONNECT.wait_before(30, rng=lambda: 0.0) == 2.5
 
 
 # --------------------------------------------------------------------------- a caller: the runner's table steps

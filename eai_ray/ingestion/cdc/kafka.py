@@ -34,6 +34,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from eai_ray import retry
 from eai_ray.errors import SourceUnavailable
 from eai_ray.ingestion.cdc import kafka_compat
 from eai_ray.ingestion.cdc.events import BadEvent, ChangeEvent, Heartbeat, TxEnd
@@ -264,7 +265,7 @@ class KafkaPublisher:
                 trace("pub.error", source=self.source_name, error=self.last_error,
                       **(producer_state(self._producer) if self._producer is not None else {}))
                 log.warning("CDC publisher %s: %s; reconnecting", self.source_name, self.last_error)
-                stop.wait(min(3.0, 0.2 * 2 ** min(attempt, 4)))
+                stop.wait(retry.CDC_PUBLISH.wait_before(attempt))
             finally:
                 self._close()
         self.state = "stopped"
