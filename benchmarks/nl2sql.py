@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +44,7 @@ sys.path.insert(0, str(REPO))
 import yaml  # noqa: E402
 
 from eai_ray.processing import nl2sql  # noqa: E402
+from eai_ray.processing.result_match import same_result  # noqa: E402
 from eai_ray.processing.sql import fetch_arrow  # noqa: E402
 from eai_ray.storage.semantic import SemanticModel  # noqa: E402
 
@@ -75,35 +74,6 @@ def tpch_iceberg(sf: float, folder: str):
     for t in TPCH:
         con.execute(f"CREATE VIEW silver.{t} AS SELECT * FROM main.{t}")
     return cat, con
-
-
-def _norm(v):
-    if isinstance(v, int) and not isinstance(v, bool):  # an integer sum may come back as a decimal or float
-        return f"{float(v):.6g}"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if hasattr(v, "is_finite"):  # Decimal
-        return f"{float(v):.6g}"
-    if isinstance(v, (dt.date, dt.datetime)):
-        return v.isoformat()[:10]
-    return str(v)
-
-
-def same_result(got_rows: list[dict], ref_rows: list[tuple], ordered: bool) -> bool:
-    """The reference's rows, order-insensitive unless `ordered`. An answer may carry extra columns
-    ("which region has the most customers" answered with the region AND its count): it matches when
-    some choice of its columns, as many as the reference has, gives the reference's rows."""
-    ref = [tuple(sorted(_norm(v) for v in r)) for r in ref_rows]
-    got_cells = [[_norm(v) for v in r.values()] for r in got_rows]
-    width = len(ref_rows[0]) if ref_rows else 0
-    if len(got_cells) != len(ref) or any(len(r) < width for r in got_cells):
-        return False
-    n_cols = len(got_cells[0]) if got_cells else width
-    for cols in itertools.combinations(range(n_cols), width) if n_cols <= 8 else [tuple(range(n_cols))]:
-        got = [tuple(sorted(r[i] for i in cols)) for r in got_cells]
-        if (got == ref) if ordered else (Counter(got) == Counter(ref)):
-            return True
-    return False
 
 
 def run_ours(cases, *, con, catalog, model, linker, label: str) -> list[dict]:

@@ -9,15 +9,14 @@ comparison benchmarks/nl2sql.py reports its accuracy with.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import yaml
 
+from eai_ray.processing.result_match import same_result
 from eai_ray.processing.sql import execute_bounded, fetch_arrow, sandbox
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -82,31 +81,6 @@ def reference_rows(sql: str, tables: dict[str, pa.Table]) -> list[tuple]:
             con.execute(f'CREATE OR REPLACE VIEW "{ns}"."{name}" AS SELECT * FROM "__ref_{ns}_{name}"')
         result = execute_bounded(con, sql)
     return [tuple(r.values()) for r in result.to_pylist()]
-
-
-def _norm(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)) or hasattr(v, "is_finite"):  # an integer sum may come back as a decimal
-        return f"{float(v):.6g}"
-    if isinstance(v, (dt.date, dt.datetime)):
-        return v.isoformat()[:10]
-    return str(v)
-
-
-def same_result(got_rows: list[dict], ref_rows: list[tuple], ordered: bool = False) -> bool:
-    """Whether the answer's rows are the reference's (see the module's docstring)."""
-    ref = [tuple(sorted(_norm(v) for v in r)) for r in ref_rows]
-    got_cells = [[_norm(v) for v in r.values()] for r in got_rows]
-    width = len(ref_rows[0]) if ref_rows else 0
-    if len(got_cells) != len(ref) or any(len(r) < width for r in got_cells):
-        return False
-    n_cols = len(got_cells[0]) if got_cells else width
-    for cols in itertools.combinations(range(n_cols), width) if n_cols <= 8 else [tuple(range(n_cols))]:
-        got = [tuple(sorted(r[i] for i in cols)) for r in got_cells]
-        if (got == ref) if ordered else (Counter(got) == Counter(ref)):
-            return True
-    return False
 
 
 def verdict(answer: dict[str, Any], case: dict[str, Any], tables: dict[str, pa.Table]) -> str | None:

@@ -679,15 +679,13 @@ class PipelineRunner:
 
 
 # ---------------------------------------------------------------------- helpers
-CRASH_ENV = "EAI_INJECT_CRASH"
-
-
 def crash_point(name: str) -> None:
     """Fault injection for crash-recovery tests: the process dies here when EAI_INJECT_CRASH names this point."""
     import os
 
     if settings().inject_crash == name:
         os._exit(77)
+
 
 def _schema_dict(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) for f in schema}
