@@ -22,7 +22,7 @@ mean confidence, Brier score, ECE and AUROC are printed (setC: accuracy 0.857, m
 TPC-H (sf 0.01) is generated offline by DuckDB, written to Iceberg tables (silver.*, SQLite
 catalog in a temp folder) and every answer is executed read-only on them. A result matches the
 reference when its rows match order-insensitively (cells compared as sorted, 6 significant digits;
-an answer may carry extra columns, such as the count behind "which region has the most customers"),
+an answer may carry extra columns, such as the count behind a "which group is largest" question),
 the same comparison for every set and both systems.
 
     .venv/bin/python benchmarks/nl2sql.py [--sf 0.01] [--baseline-llm local|none] [--only SET]

@@ -3,8 +3,8 @@ with the project's own bounded execution (a DuckDB sandbox), and the comparison 
 
 A generated answer matches its reference when its rows match order-insensitively (unless the case
 says ``ordered``), cells compared as sorted values to 6 significant digits; an answer may carry extra
-columns ("which region has the most customers" answered with the region and its count). This is the
-comparison benchmarks/nl2sql.py reports its accuracy with.
+columns (a "which group is largest" question answered with the group and its count). The rule is
+eai_ray.processing.result_match, the one benchmarks/nl2sql.py reports its accuracy with.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 
 Cells are compared as text: numbers to 6 significant digits (an integer sum may come back as a
 decimal or a float), dates and timestamps by their day, the rest as ``str``. Rows are compared
-order-insensitively unless ``ordered``. An answer may carry extra columns ("which region has the
-most customers" answered with the region AND its count): it matches when some choice of its
+order-insensitively unless ``ordered``. An answer may carry extra columns (a "which group is
+largest" question answered with the group AND its count): it matches when some choice of its
 columns, as many as the reference has, gives the reference's rows.
 
 Example::
